@@ -1,0 +1,79 @@
+from django.contrib import admin
+
+from billing.models import Customer, CustomerClass, Partner, PortalUser
+
+
+@admin.register(Partner)
+class PartnerAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "refill_cards_in_portal",
+        "top_up_in_portal",
+        "transfers_in_portal",
+        "customer_count",
+    ]
+    list_filter = ["refill_cards_in_portal", "top_up_in_portal", "transfers_in_portal"]
+    search_fields = ["name", "support_email"]
+
+    @admin.display(description="customers")
+    def customer_count(self, obj: Partner) -> int:
+        return obj.customers.count()
+
+
+@admin.register(CustomerClass)
+class CustomerClassAdmin(admin.ModelAdmin):
+    list_display = [
+        "name",
+        "transfers_allowed",
+        "max_temporary_increase_amount",
+        "max_temporary_increase_days",
+    ]
+    list_filter = ["transfers_allowed"]
+    search_fields = ["name"]
+
+
+class PortalUserInline(admin.TabularInline):
+    model = PortalUser
+    extra = 0
+    autocomplete_fields = ["user"]
+    readonly_fields = ["created_at"]
+
+
+@admin.register(Customer)
+class CustomerAdmin(admin.ModelAdmin):
+    list_display = [
+        "account_number",
+        "name",
+        "email",
+        "partner",
+        "customer_class",
+        "balance_model",
+        "currency",
+        "status",
+    ]
+    list_display_links = ["account_number", "name"]
+    list_filter = ["status", "balance_model", "currency", "partner", "customer_class"]
+    search_fields = ["account_number", "name", "email", "stripe_customer_id"]
+    list_select_related = ["partner", "customer_class"]
+    autocomplete_fields = ["partner", "customer_class"]
+    readonly_fields = ["created_at", "updated_at"]
+    inlines = [PortalUserInline]
+    fieldsets = [
+        (
+            None,
+            {"fields": ["account_number", "name", "email", "partner", "customer_class", "status"]},
+        ),
+        (
+            "Balance",
+            {"fields": ["balance_model", "currency", "billing_anchor_day", "transfer_policy"]},
+        ),
+        ("Payments", {"fields": ["stripe_customer_id"]}),
+        ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+    ]
+
+
+@admin.register(PortalUser)
+class PortalUserAdmin(admin.ModelAdmin):
+    list_display = ["user", "customer", "created_at"]
+    search_fields = ["user__username", "user__email", "customer__name", "customer__account_number"]
+    autocomplete_fields = ["user", "customer"]

@@ -1,0 +1,1 @@
+"""Data models of this app; filled in by its feature issues."""
