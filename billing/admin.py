@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from billing.models import Customer, CustomerClass, Partner, PortalUser
+from billing.models import Customer, CustomerClass, Partner, PortalUser, ProductItem
 
 
 @admin.register(Partner)
@@ -77,3 +77,10 @@ class PortalUserAdmin(admin.ModelAdmin):
     list_display = ["user", "customer", "created_at"]
     search_fields = ["user__username", "user__email", "customer__name", "customer__account_number"]
     autocomplete_fields = ["user", "customer"]
+
+
+@admin.register(ProductItem)
+class ProductItemAdmin(admin.ModelAdmin):
+    list_display = ["code", "name", "unit", "active"]
+    list_filter = ["active"]
+    search_fields = ["code", "name"]

@@ -192,3 +192,21 @@ class PortalUser(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} → {self.customer}"
+
+
+class ProductItem(models.Model):
+    """Something usage is measured in (calls, minutes, GB); prices hang off it."""
+
+    code = models.SlugField(
+        max_length=64, unique=True, help_text="Used by the API, e.g. 'api-calls'."
+    )
+    name = models.CharField(max_length=200)
+    unit = models.CharField(max_length=32, default="unit", help_text="e.g. call, minute, GB")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"

@@ -1,0 +1,207 @@
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from billing.models import ProductItem
+from tests.wallets.conftest import STAFF
+from wallets import errors, services
+from wallets.models import CreditGrant, Entry, LedgerTransaction
+
+D = Decimal
+
+
+def refresh(*objs):
+    for obj in objs:
+        obj.refresh_from_db()
+
+
+@pytest.mark.django_db
+def test_draws_from_one_grant_and_updates_every_balance(wallet, grant, ledger_ok):
+    g = grant(wallet, "10")
+    result = services.draw_down(wallet=wallet, amount=D("2.5"), actor=STAFF, idempotency_key="u1")
+    refresh(g, wallet)
+    assert (result.from_credits, result.to_debt) == (D("2.5"), D("0"))
+    assert result.lots == ((g.pk, D("2.5")),)
+    assert g.remaining == D("7.5") and g.status == "active"
+    assert wallet.credit_balance == D("7.5") and result.balance_after == D("7.5")
+    tx = LedgerTransaction.objects.get(pk=result.transaction_id)
+    assert tx.kind == "usage" and tx.balance_after == D("7.5") and tx.debt_after == 0
+    assert [(e.debit_account_id, e.amount) for e in tx.entries.all()] == [(g.account_id, D("2.5"))]
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_tiny_rates_draw_down_exactly(wallet, grant, ledger_ok):
+    grant(wallet, "1")
+    for i in range(25):
+        services.draw_down(
+            wallet=wallet, amount=D("0.0001"), actor=STAFF, idempotency_key=f"tiny{i}"
+        )
+    refresh(wallet)
+    assert wallet.credit_balance == D("0.9975")
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_spans_grants_and_exhausts_them(wallet, grant, ledger_ok):
+    first = grant(wallet, "3", priority=1)
+    second = grant(wallet, "5", priority=2)
+    result = services.draw_down(wallet=wallet, amount=D("4"), actor=STAFF, idempotency_key="u1")
+    refresh(first, second, wallet)
+    assert result.lots == ((first.pk, D("3")), (second.pk, D("1")))
+    assert first.status == "exhausted" and first.remaining == 0
+    assert second.remaining == D("4")
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_draw_down_order_specific_then_priority_then_expiry_then_free_then_oldest(
+    wallet, grant, ledger_ok
+):
+    calls = ProductItem.objects.create(code="calls", name="Calls")
+    now = timezone.now()
+    paid_late = grant(wallet, "1", expires_at=now + timedelta(days=30))
+    paid_early = grant(wallet, "1", expires_at=now + timedelta(days=5))
+    free_early = grant(wallet, "1", kind="free", expires_at=now + timedelta(days=5))
+    no_expiry = grant(wallet, "1")
+    high_priority = grant(wallet, "1", priority=10)
+    item_only = grant(wallet, "1", condition_item=calls)
+    item_and_region = grant(
+        wallet, "1", condition_item=calls, condition_dimensions={"region": "eu"}
+    )
+    expected = [
+        item_and_region,
+        item_only,
+        high_priority,
+        free_early,
+        paid_early,
+        paid_late,
+        no_expiry,
+    ]
+
+    result = services.draw_down(
+        wallet=wallet,
+        amount=D("7"),
+        actor=STAFF,
+        idempotency_key="u1",
+        item_id=calls.pk,
+        dimensions={"region": "eu"},
+    )
+    assert [grant_id for grant_id, _ in result.lots] == [g.pk for g in expected]
+    # the Python ordering used by transfers agrees with the SQL one
+    fresh = CreditGrant.objects.filter(pk__in=[g.pk for g in expected])
+    assert sorted(fresh, key=services.draw_order) == expected
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_conditional_grants_only_pay_for_matching_usage(wallet, grant, ledger_ok):
+    calls = ProductItem.objects.create(code="calls", name="Calls")
+    sms = ProductItem.objects.create(code="sms", name="SMS")
+    eu_calls = grant(wallet, "5", condition_item=calls, condition_dimensions={"region": "eu"})
+    general = grant(wallet, "5")
+
+    us = services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="a",
+                            item_id=calls.pk, dimensions={"region": "us"})  # fmt: skip
+    text = services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="b",
+                              item_id=sms.pk, dimensions={"region": "eu"})  # fmt: skip
+    eu = services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="c",
+                            item_id=calls.pk, dimensions={"region": "eu", "tier": 2})  # fmt: skip
+    assert us.lots == ((general.pk, D("1")),)
+    assert text.lots == ((general.pk, D("1")),)
+    assert eu.lots == ((eu_calls.pk, D("1")),)
+    refresh(wallet)
+    assert wallet.restricted_balance == D("4")
+    assert wallet.available_funds() == D("3")  # restricted credit is not "available funds"
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_remainder_becomes_debt_within_the_credit_limit(wallet, grant, ledger_ok):
+    grant(wallet, "2")
+    services.set_credit_limit(wallet=wallet, limit=D("5"), actor=STAFF, reason="trusted")
+    result = services.draw_down(wallet=wallet, amount=D("6"), actor=STAFF, idempotency_key="u1")
+    refresh(wallet)
+    assert (result.from_credits, result.to_debt) == (D("2"), D("4"))
+    assert wallet.debt == D("4") and wallet.available_funds() == D("1")
+    tx = LedgerTransaction.objects.get(pk=result.transaction_id)
+    assert sorted(e.amount for e in tx.entries.all()) == [D("2"), D("4")]
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_prepaid_wallet_without_limit_refuses_and_books_nothing(wallet, grant, ledger_ok):
+    grant(wallet, "2")
+    before = (LedgerTransaction.objects.count(), Entry.objects.count())
+    with pytest.raises(errors.InsufficientFunds) as excinfo:
+        services.draw_down(wallet=wallet, amount=D("2.01"), actor=STAFF, idempotency_key="u1")
+    assert "costs 2.010000 USD" in str(excinfo.value) and "Top up" in str(excinfo.value)
+    assert excinfo.value.available == D("2")
+    assert (LedgerTransaction.objects.count(), Entry.objects.count()) == before
+    refresh(wallet)
+    assert wallet.credit_balance == D("2")
+    # the same key can be used once the wallet has funds: nothing was recorded under it
+    grant(wallet, "1")
+    services.draw_down(wallet=wallet, amount=D("2.01"), actor=STAFF, idempotency_key="u1")
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_same_key_replays_the_first_answer_and_books_nothing(wallet, grant, ledger_ok):
+    grant(wallet, "10")
+    first = services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="u1")
+    again = services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="u1")
+    assert again.replayed and again.transaction_id == first.transaction_id
+    assert again.lots == first.lots
+    refresh(wallet)
+    assert wallet.credit_balance == D("9")
+    with pytest.raises(errors.IdempotencyConflict, match="different request"):
+        services.draw_down(wallet=wallet, amount=D("2"), actor=STAFF, idempotency_key="u1")
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_expired_and_future_grants_are_not_drawn(wallet, grant, ledger_ok):
+    now = timezone.now()
+    expiring = grant(wallet, "5", expires_at=now + timedelta(hours=1))
+    future = grant(wallet, "5", effective_at=now + timedelta(days=1))
+    current = grant(wallet, "5")
+    with time_machine.travel(now + timedelta(hours=2)):
+        result = services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="u1")
+    assert result.lots == ((current.pk, D("1")),)
+    assert {expiring.pk, future.pk}.isdisjoint(g for g, _ in result.lots)
+    ledger_ok()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        (D("0"), "greater than zero"),
+        (D("-1"), "greater than zero"),
+        (D("0.0000001"), "more than 6 decimal places"),
+        ("abc", "must be a number"),
+        (1.5, "not a float"),
+        (D("NaN"), "finite"),
+    ],
+)
+def test_bad_amounts_are_refused_with_a_clear_message(wallet, grant, amount, message):
+    grant(wallet, "10")
+    with pytest.raises(errors.InvalidAmount, match=message):
+        services.draw_down(wallet=wallet, amount=amount, actor=STAFF, idempotency_key="bad")
+    assert not LedgerTransaction.objects.filter(kind="usage").exists()
+
+
+@pytest.mark.django_db
+def test_unknown_wallet_and_bad_dimensions(wallet, grant):
+    with pytest.raises(errors.WalletNotFound, match="does not exist"):
+        services.draw_down(wallet=999999, amount=D("1"), actor=STAFF, idempotency_key="x")
+    with pytest.raises(errors.WalletError, match="string or an integer"):
+        services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="y",
+                           dimensions={"region": ["eu"]})  # fmt: skip
+    with pytest.raises(errors.WalletError, match="idempotency_key"):
+        services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key=" ")
+    assert not LedgerTransaction.objects.filter(kind="usage").exists()

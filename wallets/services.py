@@ -1,0 +1,1113 @@
+"""Every write to the ledger. Nothing else in the project inserts ledger rows or
+changes a cached balance.
+
+Rules every function here follows:
+- keyword-only arguments, Decimal amounts (never floats), an `actor` and an
+  `idempotency_key`; the same key again returns the first result and books
+  nothing, the same key with other arguments raises `IdempotencyConflict`;
+- one `transaction.atomic()` per call (a savepoint when an invoice or card service
+  calls it inside its own transaction), holding the wallet row lock
+  (`SELECT ... FOR UPDATE`; two wallets are locked in id order);
+- the cached balances (`CreditGrant.remaining`, `Wallet.credit_balance`,
+  `restricted_balance`, `debt`) change in the same database transaction as the
+  entries that justify them;
+- bad input raises a `wallets.errors.WalletError` whose message says what to fix,
+  before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from billing.models import Customer, ProductItem
+from wallets import errors
+from wallets.actors import Actor
+from wallets.models import (
+    MONEY_PLACES,
+    ZERO,
+    Account,
+    CreditGrant,
+    CreditLimitChange,
+    Entry,
+    GrantConsumption,
+    LedgerTransaction,
+    Wallet,
+)
+
+QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)  # 0.000001
+MAX_AMOUNT = Decimal("1e15")
+IDEMPOTENCY_CONSTRAINT = "wallets_ledgertransaction_idempotency_key_key"
+
+Kind = LedgerTransaction.Kind
+Status = CreditGrant.Status
+Code = Account.Code
+
+# Which system account pays for a grant of each kind, unless the caller says otherwise.
+DEFAULT_FUNDING: dict[str, str] = {
+    CreditGrant.Kind.PAID: Code.CASH,
+    CreditGrant.Kind.FREE: Code.PROMOTIONS,
+    CreditGrant.Kind.REFILL_CARD: Code.REFILL_CARDS,
+    CreditGrant.Kind.TOP_UP: Code.CASH,
+    CreditGrant.Kind.PAYMENT_ON_ACCOUNT: Code.CASH,
+}
+FUNDING_CODES: set[str] = {Code.CASH, Code.PSP_CLEARING, Code.PROMOTIONS, Code.REFILL_CARDS}
+
+
+# --- validation ------------------------------------------------------------------
+
+
+def _money(value: Any, *, what: str = "amount") -> Decimal:
+    """A positive Decimal with at most 6 decimal places, or a clear error."""
+    if isinstance(value, float):
+        raise errors.InvalidAmount(
+            f"{what} must be a Decimal or a string, not a float ({value!r})."
+        )
+    try:
+        amount = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise errors.InvalidAmount(f"{what} must be a number, got {value!r}.") from None
+    if not amount.is_finite():
+        raise errors.InvalidAmount(f"{what} must be a finite number, got {value!r}.")
+    if amount <= 0:
+        raise errors.InvalidAmount(f"{what} must be greater than zero, got {amount}.")
+    if amount != amount.quantize(QUANTUM):
+        raise errors.InvalidAmount(
+            f"{what} has more than {MONEY_PLACES} decimal places ({amount}); round it first."
+        )
+    if amount >= MAX_AMOUNT:
+        raise errors.InvalidAmount(f"{what} is too large ({amount}).")
+    return amount.quantize(QUANTUM)
+
+
+def _dimensions(value: dict | None) -> dict[str, str]:
+    """Dimension values are compared as strings: {"region": "eu", "tier": "2"}."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.WalletError("dimensions must be a mapping of name to value.")
+    clean: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            raise errors.WalletError("dimension names must be non-empty strings.")
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise errors.WalletError(
+                f"dimension {key!r} must be a string or an integer, got {type(item).__name__}."
+            )
+        clean[key] = str(item)
+    return clean
+
+
+def _key(value: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise errors.WalletError("idempotency_key must be a non-empty string.")
+    if len(value) > 255:
+        raise errors.WalletError("idempotency_key must be at most 255 characters.")
+    return value
+
+
+def _request_hash(operation: str, /, **fields: Any) -> str:
+    payload = json.dumps([operation, fields], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# --- idempotency ------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _is_idempotency_violation(exc: IntegrityError) -> bool:
+    diag = getattr(exc.__cause__, "diag", None)
+    return getattr(diag, "constraint_name", None) == IDEMPOTENCY_CONSTRAINT
+
+
+def _existing(key: str, request_hash: str) -> LedgerTransaction | None:
+    """The transaction an earlier call with this key booked, if any."""
+    earlier = LedgerTransaction.objects.filter(idempotency_key=key).first()
+    if earlier is not None and earlier.request_hash != request_hash:
+        raise errors.IdempotencyConflict(
+            f"idempotency key {key!r} was already used for a different request "
+            f"({earlier.get_kind_display()} #{earlier.pk}); use a new key."
+        )
+    return earlier
+
+
+def _once(
+    key: str, request_hash: str, book: Callable[[], T], replay: Callable[[LedgerTransaction], T]
+) -> T:
+    """Run `book` in one transaction unless `key` was seen. Two callers racing with
+    the same key on different wallets meet at the unique index: the loser rolls
+    back and returns the winner's result."""
+    try:
+        with transaction.atomic():
+            return book()
+    except IntegrityError as exc:
+        if not _is_idempotency_violation(exc):
+            raise
+    earlier = _existing(key, request_hash)
+    assert earlier is not None
+    return replay(earlier)
+
+
+# --- accounts and locks -----------------------------------------------------------
+
+
+def system_account(code: str, currency: str) -> Account:
+    account, _ = Account.objects.get_or_create(
+        kind=Account.Kind.SYSTEM, code=code, currency=currency
+    )
+    return account
+
+
+def _lock_wallet(wallet: Wallet | int) -> Wallet:
+    wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
+    try:
+        return Wallet.objects.select_for_update().get(pk=wallet_id)
+    except Wallet.DoesNotExist:
+        raise errors.WalletNotFound(f"wallet {wallet_id} does not exist.") from None
+
+
+def _lock_wallets(*wallets: Wallet | int) -> list[Wallet]:
+    """Lock several wallets in id order, so two transfers in opposite directions
+    never wait on each other (no deadlock)."""
+    ids = sorted({w.pk if isinstance(w, Wallet) else w for w in wallets})
+    locked = {w.pk: w for w in Wallet.objects.select_for_update().filter(pk__in=ids).order_by("pk")}
+    missing = [i for i in ids if i not in locked]
+    if missing:
+        raise errors.WalletNotFound(f"wallet {missing[0]} does not exist.")
+    return [locked[w.pk if isinstance(w, Wallet) else w] for w in wallets]
+
+
+@transaction.atomic
+def open_wallet(*, customer: Customer, currency: str | None = None) -> Wallet:
+    """The customer's wallet in `currency` (default: the customer's), created once."""
+    currency = currency or customer.currency
+    existing = Wallet.objects.filter(customer=customer, currency=currency).first()
+    if existing is not None:
+        return existing
+    for code in Code.values:
+        system_account(code, currency)
+    receivable = Account.objects.create(kind=Account.Kind.RECEIVABLE, currency=currency)
+    wallet, created = Wallet.objects.get_or_create(
+        customer=customer, currency=currency, defaults={"receivable_account": receivable}
+    )
+    if created:
+        receivable.wallet = wallet
+        receivable.save(update_fields=["wallet"])
+    return wallet
+
+
+# --- posting ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Leg:
+    """Move `amount` from the debit account to the credit account."""
+
+    debit: int
+    credit: int
+    amount: Decimal
+
+
+def _post(
+    *,
+    wallet: Wallet,
+    kind: str,
+    legs: Iterable[Leg],
+    grants: Iterable[CreditGrant],
+    key: str,
+    request_hash: str,
+    actor: Actor,
+    amount: Decimal,
+    at: datetime | None = None,
+    memo: str = "",
+    reference: str = "",
+    reverses: LedgerTransaction | None = None,
+    metadata: dict | None = None,
+    lots: dict[int, Decimal] | None = None,
+    other_wallets: Iterable[Wallet] = (),
+) -> LedgerTransaction:
+    """Book legs and move every cached balance they touch. Wallets must be locked.
+
+    A grant account's balance is credits minus debits (credit we owe the customer);
+    a receivable's is debits minus credits (what the customer owes us)."""
+    legs = [leg for leg in legs if leg.amount]
+    change: dict[int, Decimal] = defaultdict(Decimal)
+    for leg in legs:
+        change[leg.debit] -= leg.amount
+        change[leg.credit] += leg.amount
+
+    wallets = {wallet.pk: wallet, **{w.pk: w for w in other_wallets}}
+    touched = {g.account_id: g for g in grants}
+    for w in wallets.values():
+        if change.get(w.receivable_account_id):
+            w.debt -= change[w.receivable_account_id]
+    for account_id, grant in touched.items():
+        delta = change.get(account_id, ZERO)
+        grant.remaining += delta
+        if grant.status in (Status.ACTIVE, Status.EXHAUSTED):
+            grant.status = Status.EXHAUSTED if grant.remaining == 0 else Status.ACTIVE
+        owner = wallets[grant.wallet_id]
+        owner.credit_balance += delta
+        if grant.restricted:
+            owner.restricted_balance += delta
+
+    now = timezone.now()
+    tx = LedgerTransaction.objects.create(
+        kind=kind,
+        wallet=wallet,
+        idempotency_key=key,
+        request_hash=request_hash,
+        effective_at=at or now,
+        created_at=now,
+        actor=actor.label,
+        actor_user_id=actor.user_id,
+        memo=memo[:500],
+        reference=reference,
+        amount=amount,
+        currency=wallet.currency,
+        balance_after=wallet.credit_balance,
+        restricted_after=wallet.restricted_balance,
+        debt_after=wallet.debt,
+        reverses=reverses,
+        metadata=metadata or {},
+    )
+    Entry.objects.bulk_create(
+        Entry(
+            transaction=tx,
+            debit_account_id=leg.debit,
+            credit_account_id=leg.credit,
+            amount=leg.amount,
+            currency=wallet.currency,
+        )
+        for leg in legs
+    )
+    if lots:
+        GrantConsumption.objects.bulk_create(
+            GrantConsumption(transaction=tx, grant_id=grant_id, amount=value)
+            for grant_id, value in lots.items()
+            if value
+        )
+    if touched:
+        for grant in touched.values():
+            if grant.status not in (Status.ACTIVE, Status.EXHAUSTED):
+                grant.ended_at = grant.ended_at or now
+        CreditGrant.objects.bulk_update(
+            touched.values(),
+            ["remaining", "status", "ended_at", "activated_at", "external_transaction_id"],
+        )
+    for w in wallets.values():
+        w.updated_at = now
+        w.save(update_fields=["credit_balance", "restricted_balance", "debt", "updated_at"])
+    return tx
+
+
+def draw_order(grant: CreditGrant) -> tuple:
+    """The draw-down order (ARCHITECTURE.md): most specific condition first, then
+    lower priority, then earliest expiry (none last), then free before paid, then
+    oldest. `DRAW_DOWN_SQL` orders the same way; keep the two in step."""
+    return (
+        -grant.specificity,
+        grant.priority,
+        grant.expires_at is None,
+        grant.expires_at or timezone.now(),
+        grant.kind != CreditGrant.Kind.FREE,
+        grant.pk,
+    )
+
+
+def _unrestricted_grants(wallet: Wallet, at: datetime) -> list[CreditGrant]:
+    grants = CreditGrant.objects.filter(
+        wallet=wallet, status=Status.ACTIVE, remaining__gt=0, restricted=False, effective_at__lte=at
+    ).exclude(expires_at__lte=at)
+    return sorted(grants, key=draw_order)
+
+
+def _take(grants: list[CreditGrant], amount: Decimal) -> dict[CreditGrant, Decimal]:
+    taken: dict[CreditGrant, Decimal] = {}
+    left = amount
+    for grant in grants:
+        if left <= 0:
+            break
+        part = min(grant.remaining, left)
+        taken[grant] = part
+        left -= part
+    return taken
+
+
+# --- grants -----------------------------------------------------------------------
+
+
+def grant_credit(
+    *,
+    wallet: Wallet | int,
+    amount: Decimal | str | int,
+    kind: str,
+    name: str,
+    actor: Actor,
+    idempotency_key: str,
+    pending: bool = False,
+    funding: str | None = None,
+    effective_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    priority: int = 100,
+    condition_item: ProductItem | None = None,
+    condition_dimensions: dict | None = None,
+    source_type: str = "",
+    source_id: str = "",
+    external_transaction_id: str = "",
+    memo: str = "",
+    apply_to_debt: bool = True,
+) -> CreditGrant:
+    """Add a prepaid grant to the wallet. Active grants are booked `funding → grant`
+    at once; pending ones ("Requires Action", Amberflo's Reconcile Later) hold
+    nothing until `activate_grant`. An unrestricted active grant pays the wallet's
+    debt first (`grant → receivable`), as a payment would."""
+    amount = _money(amount)
+    key = _key(idempotency_key)
+    if kind not in DEFAULT_FUNDING:
+        raise errors.WalletError(
+            f"kind must be one of {', '.join(DEFAULT_FUNDING)}; transfers use transfer()."
+        )
+    funding = funding or DEFAULT_FUNDING[kind]
+    if funding not in FUNDING_CODES:
+        raise errors.WalletError(f"funding must be one of {', '.join(sorted(FUNDING_CODES))}.")
+    if not name or not name.strip():
+        raise errors.WalletError("name is required (e.g. 'Starter credits').")
+    dims = _dimensions(condition_dimensions)
+    now = timezone.now()
+    starts = effective_at or now
+    if expires_at is not None and expires_at <= starts:
+        raise errors.WalletError("expires_at must be after the grant becomes effective.")
+    if not 0 <= priority <= 32767:
+        raise errors.WalletError("priority must be between 0 and 32767.")
+    wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
+    request_hash = _request_hash(
+        "grant", wallet=wallet_id, amount=amount, kind=kind, pending=pending, funding=funding,
+        item=condition_item.pk if condition_item else None, dims=dims, expires_at=expires_at,
+    )  # fmt: skip
+
+    def book() -> CreditGrant:
+        locked = _lock_wallet(wallet_id)
+        earlier = _existing(key, request_hash)
+        if earlier is not None:
+            return replay(earlier)
+        account = Account.objects.create(
+            kind=Account.Kind.GRANT, currency=locked.currency, wallet=locked
+        )
+        grant = CreditGrant.objects.create(
+            wallet=locked,
+            account=account,
+            name=name.strip(),
+            kind=kind,
+            amount=amount,
+            remaining=ZERO,
+            currency=locked.currency,
+            effective_at=starts,
+            expires_at=expires_at,
+            priority=priority,
+            status=Status.PENDING if pending else Status.ACTIVE,
+            condition_item=condition_item,
+            condition_dimensions=dims,
+            specificity=(condition_item is not None) + len(dims),
+            restricted=condition_item is not None or bool(dims),
+            funding_code=funding,
+            source_type=source_type,
+            source_id=source_id,
+            external_transaction_id=external_transaction_id,
+            created_at=now,
+            activated_at=None if pending else now,
+        )
+        legs = [] if pending else _funding_legs(locked, grant, apply_to_debt=apply_to_debt)
+        tx = _post(
+            wallet=locked, kind=Kind.GRANT, legs=legs, grants=[grant], key=key,
+            request_hash=request_hash, actor=actor, amount=amount, memo=memo or name,
+            reference=source_id, metadata={"grant": grant.pk, "pending": pending},
+        )  # fmt: skip
+        grant.issued_by = tx
+        grant.save(update_fields=["issued_by"])
+        return grant
+
+    def replay(earlier: LedgerTransaction) -> CreditGrant:
+        return CreditGrant.objects.get(issued_by=earlier)
+
+    return _once(key, request_hash, book, replay)
+
+
+def _funding_legs(wallet: Wallet, grant: CreditGrant, *, apply_to_debt: bool) -> list[Leg]:
+    legs = [
+        Leg(system_account(grant.funding_code, wallet.currency).pk, grant.account_id, grant.amount)
+    ]
+    if apply_to_debt and not grant.restricted and wallet.debt > 0:
+        legs.append(
+            Leg(grant.account_id, wallet.receivable_account_id, min(wallet.debt, grant.amount))
+        )
+    return legs
+
+
+def activate_grant(
+    *,
+    grant: CreditGrant | int,
+    external_transaction_id: str,
+    actor: Actor,
+    idempotency_key: str,
+    funding: str | None = None,
+    apply_to_debt: bool = True,
+) -> LedgerTransaction:
+    """Reconcile Later: once payment arrived elsewhere, staff activate the pending
+    grant with that payment's transaction id, and its credit becomes usable."""
+    key = _key(idempotency_key)
+    grant_id = grant.pk if isinstance(grant, CreditGrant) else grant
+    external = (external_transaction_id or "").strip()
+    if not external:
+        raise errors.WalletError(
+            "external_transaction_id is required: the payment's id in your payment system."
+        )
+    if funding is not None and funding not in FUNDING_CODES:
+        raise errors.WalletError(f"funding must be one of {', '.join(sorted(FUNDING_CODES))}.")
+    request_hash = _request_hash("activate", grant=grant_id, external=external, funding=funding)
+
+    def book() -> LedgerTransaction:
+        target = _grant(grant_id)
+        wallet = _lock_wallet(target.wallet_id)
+        earlier = _existing(key, request_hash)
+        if earlier is not None:
+            return earlier
+        target.refresh_from_db()
+        if target.status != Status.PENDING:
+            raise errors.InvalidGrantState(
+                f"grant {target.pk} is {target.get_status_display().lower()}, not pending; only a "
+                "pending (Requires Action) grant can be activated."
+            )
+        if funding:
+            target.funding_code = funding
+            CreditGrant.objects.filter(pk=target.pk).update(funding_code=funding)
+        target.status = Status.ACTIVE
+        target.activated_at = timezone.now()
+        target.external_transaction_id = external
+        return _post(
+            wallet=wallet, kind=Kind.ACTIVATION, legs=_funding_legs(wallet, target, apply_to_debt=apply_to_debt),
+            grants=[target], key=key, request_hash=request_hash, actor=actor, amount=target.amount,
+            memo=f"Activated {target.name}", reference=external, metadata={"grant": target.pk},
+        )  # fmt: skip
+
+    return _once(key, request_hash, book, lambda earlier: earlier)
+
+
+def _grant(grant_id: int) -> CreditGrant:
+    try:
+        return CreditGrant.objects.get(pk=grant_id)
+    except CreditGrant.DoesNotExist:
+        raise errors.GrantNotFound(f"credit grant {grant_id} does not exist.") from None
+
+
+def expire_grant(
+    *,
+    grant: CreditGrant | int,
+    actor: Actor,
+    idempotency_key: str | None = None,
+    at: datetime | None = None,
+) -> LedgerTransaction | None:
+    """Past its expiry date a grant's remainder is no longer the customer's: it is
+    booked to breakage and the balance drops. Returns None if nothing remained."""
+    grant_id = grant.pk if isinstance(grant, CreditGrant) else grant
+    key = _key(idempotency_key or f"expire:grant:{grant_id}")
+    at = at or timezone.now()
+    request_hash = _request_hash("expire", grant=grant_id)
+
+    def book() -> LedgerTransaction | None:
+        target = _grant(grant_id)
+        wallet = _lock_wallet(target.wallet_id)
+        earlier = _existing(key, request_hash)
+        if earlier is not None:
+            return earlier
+        target.refresh_from_db()
+        if target.expires_at is None or target.expires_at > at:
+            raise errors.InvalidGrantState(
+                f"grant {target.pk} does not expire until {target.expires_at or 'never'}; nothing to expire yet."
+            )
+        if target.status not in (Status.ACTIVE, Status.EXHAUSTED, Status.PENDING):
+            return None  # already expired or voided
+        left = target.remaining
+        target.status = Status.EXPIRED
+        target.ended_at = at
+        breakage = system_account(Code.BREAKAGE, wallet.currency)
+        return _post(
+            wallet=wallet, kind=Kind.EXPIRY, legs=[Leg(target.account_id, breakage.pk, left)],
+            grants=[target], key=key, request_hash=request_hash, actor=actor, amount=left, at=at,
+            memo=f"{target.name} expired", metadata={"grant": target.pk},
+        )  # fmt: skip
+
+    return _once(key, request_hash, book, lambda earlier: earlier)
+
+
+def void_grant(
+    *, grant: CreditGrant | int, actor: Actor, idempotency_key: str, reason: str = ""
+) -> LedgerTransaction:
+    """Cancel a grant: a pending one simply never becomes credit; an active one
+    gives back only its unused part to the account that funded it."""
+    grant_id = grant.pk if isinstance(grant, CreditGrant) else grant
+    key = _key(idempotency_key)
+    request_hash = _request_hash("void", grant=grant_id)
+
+    def book() -> LedgerTransaction:
+        target = _grant(grant_id)
+        wallet = _lock_wallet(target.wallet_id)
+        earlier = _existing(key, request_hash)
+        if earlier is not None:
+            return earlier
+        target.refresh_from_db()
+        if target.status not in (Status.PENDING, Status.ACTIVE, Status.EXHAUSTED):
+            raise errors.InvalidGrantState(
+                f"grant {target.pk} is already {target.get_status_display().lower()}; nothing to void."
+            )
+        unused = target.remaining
+        target.status = Status.VOIDED
+        funding = system_account(target.funding_code, wallet.currency)
+        return _post(
+            wallet=wallet, kind=Kind.VOID, legs=[Leg(target.account_id, funding.pk, unused)],
+            grants=[target], key=key, request_hash=request_hash, actor=actor, amount=unused,
+            memo=reason or f"Voided {target.name}", metadata={"grant": target.pk},
+        )  # fmt: skip
+
+    return _once(key, request_hash, book, lambda earlier: earlier)
+
+
+# --- draw-down (the hot path) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DrawDown:
+    """What one usage draw-down did."""
+
+    transaction_id: int
+    amount: Decimal
+    from_credits: Decimal
+    to_debt: Decimal
+    lots: tuple[tuple[int, Decimal], ...]  # (grant id, amount drawn)
+    balance_after: Decimal
+    debt_after: Decimal
+    replayed: bool = False
+
+
+# Step 1: lock the wallet row and look up the idempotency key, in one round trip.
+LOCK_SQL = """
+SELECT w.currency, w.credit_balance, w.restricted_balance, w.debt, w.credit_limit,
+       w.temporary_credit_increase, w.temporary_increase_valid_until, w.receivable_account_id,
+       t.id, t.request_hash
+FROM wallets_wallet w
+LEFT JOIN wallets_ledgertransaction t ON t.idempotency_key = %(key)s
+WHERE w.id = %(wallet_id)s
+FOR UPDATE OF w
+"""
+
+# Step 2, under that lock (a new statement sees every committed change): pick the
+# grants that apply, in draw-down order, take what the amount needs from each, and
+# write the transaction, its entries, the consumption lots, the grants and the
+# wallet in one statement. What the grants cannot cover becomes debt if the limit
+# allows (`debt_room`); otherwise nothing is written and `tx_id` comes back NULL.
+DRAW_DOWN_SQL = """
+WITH usable AS (
+    SELECT g.id, g.account_id, g.remaining, g.restricted,
+           SUM(g.remaining) OVER draw_order - g.remaining AS before
+    FROM wallets_creditgrant g
+    WHERE g.wallet_id = %(wallet_id)s AND g.status = 'active' AND g.remaining > 0
+      AND g.effective_at <= %(at)s AND (g.expires_at IS NULL OR g.expires_at > %(at)s)
+      AND (g.condition_item_id IS NULL OR g.condition_item_id = %(item_id)s)
+      AND g.condition_dimensions <@ %(dimensions)s::jsonb
+    WINDOW draw_order AS (
+        ORDER BY g.specificity DESC, g.priority, g.expires_at NULLS LAST, g.kind <> 'free', g.id
+        ROWS UNBOUNDED PRECEDING)
+),
+takes AS (
+    SELECT id, account_id, restricted, LEAST(remaining, %(amount)s - before) AS take
+    FROM usable WHERE before < %(amount)s
+),
+decision AS (
+    SELECT COALESCE(SUM(take), 0) AS covered,
+           COALESCE(SUM(take) FILTER (WHERE restricted), 0) AS covered_restricted
+    FROM takes
+),
+tx AS (
+    INSERT INTO wallets_ledgertransaction
+        (kind, wallet_id, idempotency_key, request_hash, effective_at, created_at, actor,
+         actor_user_id, memo, reference, amount, currency, balance_after, restricted_after,
+         debt_after, metadata)
+    SELECT 'usage', %(wallet_id)s, %(key)s, %(request_hash)s, %(at)s, %(now)s, %(actor)s,
+           %(actor_user_id)s, %(memo)s, %(reference)s, %(amount)s, %(currency)s,
+           %(balance)s - d.covered, %(restricted)s - d.covered_restricted,
+           %(debt)s + %(amount)s - d.covered, %(metadata)s::jsonb
+    FROM decision d
+    WHERE %(amount)s - d.covered <= %(debt_room)s
+    RETURNING id, balance_after, restricted_after, debt_after
+),
+entries AS (
+    INSERT INTO wallets_entry (transaction_id, debit_account_id, credit_account_id, amount, currency)
+    SELECT tx.id, t.account_id, %(revenue_id)s, t.take, %(currency)s FROM tx, takes t
+    UNION ALL
+    SELECT tx.id, %(receivable_id)s, %(revenue_id)s, %(amount)s - d.covered, %(currency)s
+    FROM tx, decision d WHERE d.covered < %(amount)s
+),
+lots AS (
+    INSERT INTO wallets_grantconsumption (transaction_id, grant_id, amount)
+    SELECT tx.id, t.id, t.take FROM tx, takes t
+),
+grant_update AS (
+    UPDATE wallets_creditgrant g
+    SET remaining = g.remaining - t.take,
+        status = CASE WHEN g.remaining = t.take THEN 'exhausted' ELSE g.status END
+    FROM tx, takes t WHERE g.id = t.id
+),
+wallet_update AS (
+    UPDATE wallets_wallet w
+    SET credit_balance = tx.balance_after, restricted_balance = tx.restricted_after,
+        debt = tx.debt_after, updated_at = %(now)s
+    FROM tx WHERE w.id = %(wallet_id)s
+)
+SELECT tx.id, d.covered, tx.balance_after, tx.debt_after,
+       (SELECT json_agg(json_build_array(t.id, t.take::text)) FROM takes t)
+FROM decision d LEFT JOIN tx ON true
+"""
+
+
+def draw_down(
+    *,
+    wallet: Wallet | int,
+    amount: Decimal | str | int,
+    actor: Actor,
+    idempotency_key: str,
+    item_id: int | None = None,
+    dimensions: dict | None = None,
+    at: datetime | None = None,
+    memo: str = "",
+    reference: str = "",
+    metadata: dict | None = None,
+) -> DrawDown:
+    """Charge `amount` of usage to the wallet in real time.
+
+    Grants that apply to the item and dimensions are drawn in draw-down order; what
+    they cannot cover becomes debt while the credit limit allows it. Otherwise
+    `InsufficientFunds` is raised and nothing is booked. Three round trips: lock,
+    one write statement, commit."""
+    amount = _money(amount)
+    key = _key(idempotency_key)
+    dims = _dimensions(dimensions)
+    at = at or timezone.now()
+    wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
+    request_hash = _request_hash(
+        "usage", wallet=wallet_id, amount=amount, item=item_id, dims=dims, reference=reference
+    )
+
+    def book() -> DrawDown:
+        with connection.cursor() as cursor:
+            cursor.execute(LOCK_SQL, {"wallet_id": wallet_id, "key": key})
+            row = cursor.fetchone()
+            if row is None:
+                raise errors.WalletNotFound(f"wallet {wallet_id} does not exist.")
+            (
+                currency,
+                balance,
+                restricted,
+                debt,
+                limit,
+                increase,
+                until,
+                receivable_id,
+                earlier_id,
+                earlier_hash,
+            ) = row
+            if earlier_id is not None:
+                if earlier_hash != request_hash:
+                    _existing(key, request_hash)  # raises the conflict with its message
+                return _draw_down_result(earlier_id, replayed=True)
+            state = Wallet(
+                credit_balance=balance, restricted_balance=restricted, debt=debt, credit_limit=limit,
+                temporary_credit_increase=increase, temporary_increase_valid_until=until,
+            )  # fmt: skip
+            cursor.execute(
+                DRAW_DOWN_SQL,
+                {
+                    "wallet_id": wallet_id, "item_id": item_id, "dimensions": json.dumps(dims),
+                    "amount": amount, "at": at, "now": timezone.now(), "key": key,
+                    "request_hash": request_hash, "actor": actor.label, "actor_user_id": actor.user_id,
+                    "memo": memo[:500], "reference": reference, "currency": currency,
+                    "balance": balance, "restricted": restricted, "debt": debt,
+                    "debt_room": state.debt_headroom(at), "metadata": json.dumps(metadata or {}),
+                    "receivable_id": receivable_id,
+                    "revenue_id": _system_account_id(Code.USAGE_REVENUE, currency),
+                },
+            )  # fmt: skip
+            tx_id, covered, balance_after, debt_after, lots = cursor.fetchone()
+        if tx_id is None:
+            raise errors.InsufficientFunds(
+                f"insufficient funds: this usage costs {amount} {currency} but the wallet can cover "
+                f"{covered + state.debt_headroom(at)} {currency} (credits that apply {covered}, "
+                f"credit limit room {state.debt_headroom(at)}). Top up or raise the credit limit.",
+                needed=amount,
+                available=covered + state.debt_headroom(at),
+            )
+        return DrawDown(
+            transaction_id=tx_id,
+            amount=amount,
+            from_credits=covered,
+            to_debt=amount - covered,
+            lots=tuple((grant_id, Decimal(take)) for grant_id, take in lots or ()),
+            balance_after=balance_after,
+            debt_after=debt_after,
+        )
+
+    return _once(
+        key, request_hash, book, lambda earlier: _draw_down_result(earlier.pk, replayed=True)
+    )
+
+
+_SYSTEM_ACCOUNT_SQL = (
+    "SELECT id FROM wallets_account WHERE kind = 'system' AND code = %s AND currency = %s"
+)
+
+
+def _system_account_id(code: str, currency: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(_SYSTEM_ACCOUNT_SQL, [code, currency])
+        row = cursor.fetchone()
+    return row[0] if row else system_account(code, currency).pk
+
+
+def _draw_down_result(tx_id: int, *, replayed: bool) -> DrawDown:
+    tx = LedgerTransaction.objects.get(pk=tx_id)
+    lots = tuple(tx.lots.order_by("id").values_list("grant_id", "amount"))
+    covered = sum((amount for _, amount in lots), ZERO)
+    return DrawDown(
+        transaction_id=tx.pk,
+        amount=tx.amount,
+        from_credits=covered,
+        to_debt=tx.amount - covered,
+        lots=lots,
+        balance_after=tx.balance_after or ZERO,
+        debt_after=tx.debt_after or ZERO,
+        replayed=replayed,
+    )
+
+
+# --- debt -------------------------------------------------------------------------
+
+
+def record_debt_payment(
+    *,
+    wallet: Wallet | int,
+    amount: Decimal | str | int,
+    actor: Actor,
+    idempotency_key: str,
+    funding: str = Code.CASH,
+    memo: str = "",
+    reference: str = "",
+) -> LedgerTransaction:
+    """Money received against what the customer owes (`cash → receivable`). A payment
+    larger than the debt is refused: record the rest as a payment on account."""
+    amount = _money(amount)
+    key = _key(idempotency_key)
+    if funding not in (Code.CASH, Code.PSP_CLEARING):
+        raise errors.WalletError("funding must be 'cash' or 'psp_clearing' for a payment.")
+    wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
+    request_hash = _request_hash("debt_payment", wallet=wallet_id, amount=amount, funding=funding)
+
+    def book() -> LedgerTransaction:
+        locked = _lock_wallet(wallet_id)
+        earlier = _existing(key, request_hash)
+        if earlier is not None:
+            return earlier
+        if amount > locked.debt:
+            raise errors.InvalidAmount(
+                f"the payment ({amount}) is more than the debt ({locked.debt}); record the "
+                "difference as a payment on account (a credit grant)."
+            )
+        source = system_account(funding, locked.currency)
+        return _post(
+            wallet=locked, kind=Kind.DEBT_PAYMENT, legs=[Leg(source.pk, locked.receivable_account_id, amount)],
+            grants=[], key=key, request_hash=request_hash, actor=actor, amount=amount,
+            memo=memo or "Payment on debt", reference=reference,
+        )  # fmt: skip
+
+    return _once(key, request_hash, book, lambda earlier: earlier)
+
+
+def settle_debt(
+    *,
+    wallet: Wallet | int,
+    actor: Actor,
+    idempotency_key: str,
+    amount: Decimal | str | int | None = None,
+) -> LedgerTransaction | None:
+    """Pay the wallet's debt from its unrestricted credit (`grant → receivable`).
+    Restricted grants never pay debt. Returns None when there is nothing to settle."""
+    key = _key(idempotency_key)
+    wanted = _money(amount) if amount is not None else None
+    wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
+    request_hash = _request_hash("settle", wallet=wallet_id, amount=wanted)
+
+    def book() -> LedgerTransaction | None:
+        locked = _lock_wallet(wallet_id)
+        earlier = _existing(key, request_hash)
+        if earlier is not None:
+            return earlier
+        now = timezone.now()
+        grants = _unrestricted_grants(locked, now)
+        available = sum((g.remaining for g in grants), ZERO)
+        target = min(locked.debt, available, wanted if wanted is not None else locked.debt)
+        if target <= 0:
+            return None
+        taken = _take(grants, target)
+        return _post(
+            wallet=locked, kind=Kind.DEBT_SETTLEMENT,
+            legs=[Leg(g.account_id, locked.receivable_account_id, part) for g, part in taken.items()],
+            grants=taken, key=key, request_hash=request_hash, actor=actor, amount=target,
+            memo="Debt settled from credit", lots={g.pk: part for g, part in taken.items()},
+        )  # fmt: skip
+
+    return _once(key, request_hash, book, lambda earlier: earlier)
+
+
+# --- transfers --------------------------------------------------------------------
+
+
+def transfer(
+    *,
+    source: Wallet | int,
+    target: Wallet | int,
+    amount: Decimal | str | int,
+    actor: Actor,
+    idempotency_key: str,
+    memo: str = "",
+    expires_at: datetime | None = None,
+    enforce_policy: bool = True,
+) -> LedgerTransaction:
+    """Move prepaid credit from one customer to another (PortaBilling's
+    subscriber-to-subscriber transfer). Only unrestricted credit moves, never the
+    credit limit; it arrives as a new `transfer` grant on the target. Both wallets
+    are locked in id order."""
+    amount = _money(amount)
+    key = _key(idempotency_key)
+    source_id = source.pk if isinstance(source, Wallet) else source
+    target_id = target.pk if isinstance(target, Wallet) else target
+    if source_id == target_id:
+        raise errors.TransferNotAllowed("a wallet cannot transfer to itself.")
+    request_hash = _request_hash("transfer", source=source_id, target=target_id, amount=amount)
+
+    def book() -> LedgerTransaction:
+        sender, receiver = _lock_wallets(source_id, target_id)
+        earlier = _existing(key, request_hash)
+        if earlier is not None:
+            return earlier
+        if sender.currency != receiver.currency:
+            raise errors.CurrencyMismatch(
+                f"cannot transfer {sender.currency} to a {receiver.currency} wallet; no conversion."
+            )
+        if enforce_policy:
+            for side, w in (("sender", sender), ("receiver", receiver)):
+                if not w.customer.transfers_allowed():
+                    raise errors.TransferNotAllowed(
+                        f"transfers are not allowed for the {side} ({w.customer}); change its "
+                        "transfer policy or customer class."
+                    )
+        now = timezone.now()
+        grants = _unrestricted_grants(sender, now)
+        available = sum((g.remaining for g in grants), ZERO)
+        if amount > available:
+            raise errors.InsufficientFunds(
+                f"insufficient funds: {amount} {sender.currency} requested, {available} of "
+                "unrestricted credit available to transfer.",
+                needed=amount,
+                available=available,
+            )
+        taken = _take(grants, amount)
+        account = Account.objects.create(
+            kind=Account.Kind.GRANT, currency=receiver.currency, wallet=receiver
+        )
+        received = CreditGrant.objects.create(
+            wallet=receiver, account=account, name=f"Transfer from {sender.customer.account_number}",
+            kind=CreditGrant.Kind.TRANSFER, amount=amount, currency=receiver.currency,
+            effective_at=now, expires_at=expires_at, status=Status.ACTIVE, funding_code=Code.CASH,
+            source_type="transfer", source_id=str(sender.pk), created_at=now, activated_at=now,
+        )  # fmt: skip
+        legs = [Leg(g.account_id, received.account_id, part) for g, part in taken.items()]
+        if receiver.debt > 0:
+            legs.append(
+                Leg(received.account_id, receiver.receivable_account_id, min(receiver.debt, amount))
+            )
+        tx = _post(
+            wallet=sender, kind=Kind.TRANSFER, legs=legs, grants=[*taken, received], key=key,
+            request_hash=request_hash, actor=actor, amount=amount, other_wallets=[receiver],
+            memo=memo or f"Transfer to {receiver.customer.account_number}",
+            lots={g.pk: part for g, part in taken.items()},
+            metadata={"target_wallet": receiver.pk, "received_grant": received.pk},
+        )  # fmt: skip
+        tx.metadata.update(
+            target_balance_after=str(receiver.credit_balance), target_debt_after=str(receiver.debt)
+        )
+        tx.save(update_fields=["metadata"])
+        received.issued_by = tx
+        received.save(update_fields=["issued_by"])
+        return tx
+
+    return _once(key, request_hash, book, lambda earlier: earlier)
+
+
+# --- reversal ---------------------------------------------------------------------
+
+REVERSIBLE = {
+    Kind.USAGE,
+    Kind.GRANT,
+    Kind.ACTIVATION,
+    Kind.TRANSFER,
+    Kind.DEBT_PAYMENT,
+    Kind.DEBT_SETTLEMENT,
+}
+
+
+def reverse(
+    *, transaction_id: int, actor: Actor, idempotency_key: str, memo: str = ""
+) -> LedgerTransaction:
+    """Undo a transaction with a new one that swaps every entry; nothing is edited.
+
+    Credit returns to the very grants it came from, with their original expiry and
+    conditions (a grant that has since expired sends it straight on to breakage).
+    Issued credit can be taken back only while unspent."""
+    key = _key(idempotency_key)
+    request_hash = _request_hash("reverse", transaction=transaction_id)
+
+    def book() -> LedgerTransaction:
+        try:
+            original = LedgerTransaction.objects.get(pk=transaction_id)
+        except LedgerTransaction.DoesNotExist:
+            raise errors.WalletError(f"transaction {transaction_id} does not exist.") from None
+        if original.kind not in REVERSIBLE:
+            raise errors.NotReversible(
+                f"a {original.get_kind_display().lower()} transaction cannot be reversed."
+            )
+        involved = {
+            original.wallet_id,
+            *([original.metadata["target_wallet"]] if original.kind == Kind.TRANSFER else []),
+        }
+        locked = _lock_wallets(*sorted(i for i in involved if i is not None))
+        wallet = next(w for w in locked if w.pk == original.wallet_id)
+        earlier = _existing(key, request_hash)
+        if earlier is not None:
+            return earlier
+        if LedgerTransaction.objects.filter(reverses=original).exists():
+            raise errors.NotReversible(f"transaction {original.pk} has already been reversed.")
+
+        entries = list(original.entries.all())
+        accounts = {e.debit_account_id for e in entries} | {e.credit_account_id for e in entries}
+        grants = {g.account_id: g for g in CreditGrant.objects.filter(account_id__in=accounts)}
+        legs = [Leg(e.credit_account_id, e.debit_account_id, e.amount) for e in entries]
+        receivables = {w.receivable_account_id: w for w in locked}
+
+        # Credit that the original put into a grant must still be there to take back.
+        issued = _net_into_grants(entries, grants)
+        for account_id, value in issued.items():
+            grant = grants[account_id]
+            if value > 0 and grant.remaining < value:
+                raise errors.NotReversible(
+                    f"{grant.name}: {value} was credited but only {grant.remaining} is left "
+                    f"({grant.amount - grant.remaining} already used); void the unused part instead."
+                )
+        # Debt the original paid off can come back; debt it created may since have
+        # been paid, and then the excess is the customer's money: a credit on account.
+        extra_grants: list[CreditGrant] = []
+        for i, leg in enumerate(legs):
+            owner = receivables.get(leg.credit)
+            if owner is not None and leg.amount > owner.debt:
+                excess = leg.amount - owner.debt
+                legs[i] = Leg(leg.debit, leg.credit, owner.debt)
+                refund = _new_grant(owner, amount=excess, kind=CreditGrant.Kind.PAYMENT_ON_ACCOUNT,
+                                    name="Credit from reversed usage", funding=Code.CASH)  # fmt: skip
+                extra_grants.append(refund)
+                legs.append(Leg(leg.debit, refund.account_id, excess))
+        # Credit returned to a grant that has ended goes on to breakage / its funder.
+        for account_id, value in issued.items():
+            grant = grants[account_id]
+            if value < 0 and grant.status in (Status.EXPIRED, Status.VOIDED):
+                code = Code.BREAKAGE if grant.status == Status.EXPIRED else grant.funding_code
+                legs.append(Leg(account_id, system_account(code, wallet.currency).pk, -value))
+            elif value > 0 and original.kind in (Kind.GRANT, Kind.ACTIVATION, Kind.TRANSFER):
+                grant.status = Status.VOIDED
+        lots = {lot.grant_id: -lot.amount for lot in original.lots.all()}
+        tx = _post(
+            wallet=wallet, kind=Kind.REVERSAL, legs=legs, grants=[*grants.values(), *extra_grants],
+            key=key, request_hash=request_hash, actor=actor, amount=original.amount,
+            memo=memo or f"Reversal of {original.get_kind_display().lower()} #{original.pk}",
+            reference=original.reference, reverses=original, lots=lots,
+            other_wallets=[w for w in locked if w.pk != wallet.pk],
+            metadata={"reversed_kind": original.kind},
+        )  # fmt: skip
+        return tx
+
+    return _once(key, request_hash, book, lambda earlier: earlier)
+
+
+def _net_into_grants(entries: list[Entry], grants: dict[int, CreditGrant]) -> dict[int, Decimal]:
+    """Per grant account: how much the original transaction added (+) or took (−)."""
+    net: dict[int, Decimal] = defaultdict(Decimal)
+    for e in entries:
+        if e.credit_account_id in grants:
+            net[e.credit_account_id] += e.amount
+        if e.debit_account_id in grants:
+            net[e.debit_account_id] -= e.amount
+    return net
+
+
+def _new_grant(
+    wallet: Wallet, *, amount: Decimal, kind: str, name: str, funding: str
+) -> CreditGrant:
+    now = timezone.now()
+    account = Account.objects.create(
+        kind=Account.Kind.GRANT, currency=wallet.currency, wallet=wallet
+    )
+    return CreditGrant.objects.create(
+        wallet=wallet, account=account, name=name, kind=kind, amount=amount, currency=wallet.currency,
+        status=Status.ACTIVE, funding_code=funding, effective_at=now, created_at=now, activated_at=now,
+    )  # fmt: skip
+
+
+# --- credit limit -----------------------------------------------------------------
+
+
+def set_credit_limit(
+    *, wallet: Wallet | int, limit: Decimal | str | int, actor: Actor, reason: str = ""
+) -> CreditLimitChange:
+    """Change the permanent credit limit and record who, when, old, new and why.
+    A limit below the current debt is refused: collect the debt first."""
+    try:
+        new = Decimal(limit)
+    except (InvalidOperation, TypeError, ValueError):
+        raise errors.InvalidAmount(f"limit must be a number, got {limit!r}.") from None
+    if isinstance(limit, float) or not new.is_finite() or new < 0 or new != new.quantize(QUANTUM):
+        raise errors.InvalidAmount(
+            f"limit must be zero or a positive amount with at most 6 decimals, got {limit!r}."
+        )
+    wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
+    with transaction.atomic():
+        locked = _lock_wallet(wallet_id)
+        if new < locked.debt:
+            raise errors.InvalidAmount(
+                f"the new limit {new} is below the current debt {locked.debt}; collect the debt first."
+            )
+        change = CreditLimitChange.objects.create(
+            wallet=locked, actor=actor.label, actor_user_id=actor.user_id, old_limit=locked.credit_limit,
+            new_limit=new, old_temporary_increase=locked.temporary_credit_increase,
+            new_temporary_increase=locked.temporary_credit_increase,
+            valid_until=locked.temporary_increase_valid_until, reason=reason,
+        )  # fmt: skip
+        locked.credit_limit = new
+        locked.updated_at = timezone.now()
+        locked.save(update_fields=["credit_limit", "updated_at"])
+        return change
