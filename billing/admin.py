@@ -1,4 +1,6 @@
 from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from billing.models import Customer, CustomerClass, Partner, PortalUser, ProductItem
 
@@ -56,7 +58,7 @@ class CustomerAdmin(admin.ModelAdmin):
     search_fields = ["account_number", "name", "email", "stripe_customer_id"]
     list_select_related = ["partner", "customer_class"]
     autocomplete_fields = ["partner", "customer_class"]
-    readonly_fields = ["created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at", "balances"]
     inlines = [PortalUserInline]
     fieldsets = [
         (
@@ -67,9 +69,54 @@ class CustomerAdmin(admin.ModelAdmin):
             "Balance",
             {"fields": ["balance_model", "currency", "billing_anchor_day", "transfer_policy"]},
         ),
+        ("Wallets", {"fields": ["balances"]}),
         ("Payments", {"fields": ["stripe_customer_id"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
+
+    @admin.display(description="balances")
+    def balances(self, obj: Customer) -> str:
+        """Each wallet's balance, debt and pending (Requires Action) credit, with links."""
+        if obj.pk is None:
+            return "—"
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
+            (
+                (
+                    reverse("admin:wallets_wallet_change", args=[w.pk]),
+                    w.currency,
+                    w.credit_balance,
+                    w.debt,
+                    w.available_funds(),
+                    pending_badge(w),
+                )
+                for w in obj.wallets.all()
+            ),
+        )
+        add = reverse("admin:wallets_creditgrant_add") + f"?customer={obj.pk}"
+        return format_html(
+            "<table><tr><th>Wallet</th><th>Credit</th><th>Debt</th><th>Available funds</th><th></th></tr>{}</table>"
+            '<p><a class="button" href="{}">Add prepaid credits</a></p>',
+            rows,
+            add,
+        )
+
+
+def pending_badge(wallet) -> str:
+    count = wallet.grants.filter(status="pending").count()
+    if not count:
+        return ""
+    url = (
+        reverse("admin:wallets_creditgrant_changelist")
+        + f"?status__exact=pending&wallet__id__exact={wallet.pk}"
+    )
+    return format_html(
+        '<a href="{}" style="color:#fff;background:#b54708;padding:2px 8px;border-radius:10px">'
+        "{} Requires Action</a>",
+        url,
+        count,
+    )
 
 
 @admin.register(PortalUser)

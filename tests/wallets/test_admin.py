@@ -1,0 +1,64 @@
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from tests.factories import CustomerFactory
+from wallets.models import CreditGrant, LedgerTransaction
+
+
+@pytest.fixture
+def staff_client(client, db):
+    client.force_login(get_user_model().objects.create_superuser("root", "root@example.com", "pw"))
+    return client
+
+
+def post_grant(client, customer, **fields):
+    data = {"customer": customer.pk, "name": "Pack", "amount": "10", "kind": "paid", "payment": "paid",
+            "priority": "100", **fields}  # fmt: skip
+    return client.post("/admin/wallets/creditgrant/add/", data)
+
+
+def test_negative_amount_is_refused_server_side(staff_client):
+    customer = CustomerFactory()
+    response = post_grant(staff_client, customer, amount="-5")
+    assert response.status_code == 200
+    assert "Ensure this value is greater than or equal to" in response.content.decode()
+    assert not CreditGrant.objects.exists()
+
+
+def test_service_errors_show_on_the_form_and_change_nothing(staff_client):
+    customer = CustomerFactory()
+    response = post_grant(
+        staff_client, customer, effective_at="2030-01-02 00:00", expires_at="2030-01-01 00:00"
+    )
+    assert "expires_at must be after" in response.content.decode()
+    assert not CreditGrant.objects.exists() and not LedgerTransaction.objects.exists()
+
+
+def test_free_credit_ignores_reconcile_later_and_is_active(staff_client):
+    customer = CustomerFactory()
+    response = post_grant(
+        staff_client, customer, kind="free", payment="reconcile_later", amount="7.5"
+    )
+    assert response.status_code == 302
+    grant = CreditGrant.objects.get()
+    assert (
+        grant.status == "active"
+        and grant.funding_code == "promotions"
+        and grant.amount == Decimal("7.5")
+    )
+
+
+def test_ledger_rows_cannot_be_edited_in_admin(staff_client):
+    customer = CustomerFactory()
+    post_grant(staff_client, customer)
+    tx = LedgerTransaction.objects.get()
+    response = staff_client.post(
+        f"/admin/wallets/ledgertransaction/{tx.pk}/change/", {"amount": "999"}
+    )
+    assert response.status_code == 403
+    assert staff_client.get(f"/admin/wallets/ledgertransaction/{tx.pk}/delete/").status_code == 403
+    assert (
+        staff_client.get("/admin/wallets/entry/").status_code == 404
+    )  # entries only inline, read-only

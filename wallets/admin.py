@@ -1,0 +1,505 @@
+"""Staff views of the ledger. Ledger rows are read-only here: every change goes
+through `wallets.services`, behind a form or a confirmation page."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+
+from billing.models import Customer, ProductItem
+from wallets import errors, services
+from wallets.actors import Actor
+from wallets.models import (
+    Account,
+    CreditGrant,
+    CreditLimitChange,
+    Entry,
+    GrantConsumption,
+    LedgerTransaction,
+    Wallet,
+)
+
+STATUS_COLOURS = {
+    "pending": "#b54708",
+    "active": "#067647",
+    "exhausted": "#5b6478",
+    "expired": "#5b6478",
+    "voided": "#b42318",
+}
+
+
+def status_badge(grant: CreditGrant) -> str:
+    return format_html(
+        '<span style="color:#fff;background:{};padding:2px 8px;border-radius:10px;font-size:11px">{}</span>',
+        STATUS_COLOURS.get(grant.status, "#5b6478"),
+        grant.get_status_display(),
+    )
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Ledger rows are history: viewable, never edited or deleted here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def run_confirmed(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet,
+    *,
+    title: str,
+    verb: str,
+    action: str,
+    perform: Any,
+    form_class: type[forms.Form] | None = None,
+) -> HttpResponse | None:
+    """The shape of django's delete_selected: show what will happen, ask to confirm
+    (and for any input the service needs), then call the service once per object,
+    log a LogEntry and report. Errors are shown per object; nothing else changes."""
+    form = form_class(request.POST if "confirm" in request.POST else None) if form_class else None
+    if "confirm" in request.POST and (form is None or form.is_valid()):
+        done = 0
+        for obj in queryset:
+            try:
+                message = perform(obj, form.cleaned_data if form else {})
+            except errors.WalletError as exc:
+                modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
+                continue
+            modeladmin.log_change(request, obj, message)
+            done += 1
+        if done:
+            modeladmin.message_user(request, f"{verb} {done} item(s).", messages.SUCCESS)
+        return None
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "objects": list(queryset),
+        "form": form,
+        "action": action,
+        "verb": verb,
+        "action_checkbox_name": ACTION_CHECKBOX_NAME,
+        "opts": modeladmin.model._meta,
+    }
+    return TemplateResponse(request, "admin/wallets/confirm_action.html", context)
+
+
+# --- wallets ------------------------------------------------------------------------
+
+
+class GrantInline(ReadOnlyInline):
+    model = CreditGrant
+    fk_name = "wallet"
+    fields = [
+        "name",
+        "kind",
+        "status",
+        "amount",
+        "remaining",
+        "effective_at",
+        "expires_at",
+        "priority",
+        "condition",
+    ]
+    readonly_fields = fields
+    show_change_link = True
+
+    @admin.display(description="condition")
+    def condition(self, obj: CreditGrant) -> str:
+        return condition_text(obj)
+
+
+class LimitChangeInline(ReadOnlyInline):
+    model = CreditLimitChange
+    fields = ["changed_at", "actor", "old_limit", "new_limit", "reason"]
+    readonly_fields = fields
+
+
+@admin.register(Wallet)
+class WalletAdmin(ReadOnlyAdmin):
+    list_display = [
+        "customer",
+        "currency",
+        "credit_balance",
+        "restricted_balance",
+        "debt",
+        "credit_limit",
+        "available",
+        "pending_grants",
+    ]
+    list_filter = ["currency", "customer__balance_model", "customer__partner"]
+    search_fields = ["customer__name", "customer__account_number", "customer__email"]
+    list_select_related = ["customer"]
+    readonly_fields = [
+        "customer",
+        "currency",
+        "credit_balance",
+        "restricted_balance",
+        "debt",
+        "credit_limit",
+        "temporary_credit_increase",
+        "temporary_increase_valid_until",
+        "available",
+        "statement",
+        "created_at",
+        "updated_at",
+    ]
+    fields = readonly_fields
+    inlines = [GrantInline, LimitChangeInline]
+
+    @admin.display(description="available funds")
+    def available(self, obj: Wallet) -> Decimal:
+        return obj.available_funds()
+
+    @admin.display(description="requires action")
+    def pending_grants(self, obj: Wallet) -> str:
+        count = obj.grants.filter(status="pending").count()
+        if not count:
+            return "—"
+        url = (
+            reverse("admin:wallets_creditgrant_changelist")
+            + f"?status__exact=pending&wallet__id__exact={obj.pk}"
+        )
+        return format_html(
+            '<a href="{}" style="color:#b54708;font-weight:600">{} Requires Action</a>', url, count
+        )
+
+    @admin.display(description="transactions")
+    def statement(self, obj: Wallet) -> str:
+        url = reverse("admin:wallets_ledgertransaction_changelist") + f"?wallet__id__exact={obj.pk}"
+        return format_html('<a href="{}">All transactions of this wallet</a>', url)
+
+
+# --- grants -------------------------------------------------------------------------
+
+
+def condition_text(grant: CreditGrant) -> str:
+    parts = []
+    if grant.condition_item_id:
+        parts.append(str(grant.condition_item))
+    parts += [f"{k}={v}" for k, v in grant.condition_dimensions.items()]
+    return ", ".join(parts) or "—"
+
+
+class GrantForm(forms.Form):
+    """Staff add credit to a customer's wallet; the form calls grant_credit."""
+
+    customer = forms.ModelChoiceField(queryset=Customer.objects.all())
+    currency = forms.CharField(
+        max_length=3, required=False, help_text="Empty: the customer's currency."
+    )
+    name = forms.CharField(max_length=200, initial="Prepaid credits")
+    amount = forms.DecimalField(max_digits=18, decimal_places=6, min_value=Decimal("0.000001"))
+    kind = forms.ChoiceField(
+        choices=[(k, label) for k, label in CreditGrant.Kind.choices if k != "transfer"],
+        initial="paid",
+    )
+    payment = forms.ChoiceField(
+        choices=[
+            ("paid", "Payment received (cash / bank): credit is usable now"),
+            (
+                "reconcile_later",
+                "Reconcile Later: pending, shown as Requires Action until activated",
+            ),
+        ],
+        initial="paid",
+        widget=forms.RadioSelect,
+        help_text="Free credits ignore this: they need no payment.",
+    )
+    effective_at = forms.DateTimeField(required=False, help_text="Empty: now.")
+    expires_at = forms.DateTimeField(required=False)
+    priority = forms.IntegerField(min_value=0, max_value=32767, initial=100)
+    condition_item = forms.ModelChoiceField(
+        queryset=ProductItem.objects.filter(active=True), required=False
+    )
+    condition_dimensions = forms.CharField(
+        required=False, help_text="Dimension values, e.g. region=eu, tier=gold (comma-separated)."
+    )
+    external_transaction_id = forms.CharField(max_length=255, required=False)
+    memo = forms.CharField(max_length=500, required=False)
+
+    def clean_condition_dimensions(self) -> dict[str, str]:
+        raw = self.cleaned_data["condition_dimensions"].strip()
+        dims: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in raw.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep or not name.strip() or not value.strip():
+                raise forms.ValidationError(f"'{part}' is not name=value; write e.g. region=eu.")
+            dims[name.strip()] = value.strip()
+        return dims
+
+
+@admin.register(CreditGrant)
+class CreditGrantAdmin(ReadOnlyAdmin):
+    list_display = [
+        "name",
+        "customer",
+        "kind",
+        "badge",
+        "amount",
+        "remaining",
+        "currency",
+        "condition",
+        "expires_at",
+        "priority",
+    ]
+    list_filter = ["status", "kind", "currency", "restricted"]
+    search_fields = [
+        "name",
+        "wallet__customer__name",
+        "wallet__customer__account_number",
+        "external_transaction_id",
+    ]
+    list_select_related = ["wallet__customer", "condition_item"]
+    readonly_fields = [
+        "wallet",
+        "name",
+        "kind",
+        "badge",
+        "amount",
+        "remaining",
+        "currency",
+        "effective_at",
+        "expires_at",
+        "priority",
+        "condition",
+        "funding_code",
+        "source_type",
+        "source_id",
+        "external_transaction_id",
+        "issued_by",
+        "created_at",
+        "activated_at",
+        "ended_at",
+    ]
+    fields = readonly_fields
+    actions = ["activate_grants", "void_grants"]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("wallets.add_creditgrant")
+
+    @admin.display(description="customer", ordering="wallet__customer__name")
+    def customer(self, obj: CreditGrant) -> Customer:
+        return obj.wallet.customer
+
+    @admin.display(description="status", ordering="status")
+    def badge(self, obj: CreditGrant) -> str:
+        return status_badge(obj)
+
+    @admin.display(description="condition")
+    def condition(self, obj: CreditGrant) -> str:
+        return condition_text(obj)
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
+        initial = {"customer": request.GET.get("customer")} if request.GET.get("customer") else {}
+        form = GrantForm(request.POST or None, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                grant = self._grant(request, data)
+            except errors.WalletError as exc:
+                form.add_error(None, str(exc))
+            else:
+                self.log_addition(request, grant, f"Granted {grant.amount} {grant.currency}")
+                state = "pending (Requires Action)" if grant.status == "pending" else "active"
+                self.message_user(request, f"Added {grant} — {state}.", messages.SUCCESS)
+                return HttpResponseRedirect(
+                    reverse("admin:wallets_creditgrant_change", args=[grant.pk])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add credit",
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/wallets/grant_form.html", context)
+
+    def _grant(self, request: HttpRequest, data: dict[str, Any]) -> CreditGrant:
+        customer: Customer = data["customer"]
+        wallet = services.open_wallet(customer=customer, currency=data["currency"] or None)
+        pending = data["payment"] == "reconcile_later" and data["kind"] != "free"
+        return services.grant_credit(
+            wallet=wallet,
+            amount=data["amount"],
+            kind=data["kind"],
+            name=data["name"],
+            actor=Actor.user(request.user),
+            # one form post = one grant; a double-submitted form carries the same token
+            idempotency_key=f"admin-grant:{request.POST.get('csrfmiddlewaretoken', '')}:{customer.pk}",
+            pending=pending,
+            effective_at=data["effective_at"],
+            expires_at=data["expires_at"],
+            priority=data["priority"],
+            condition_item=data["condition_item"],
+            condition_dimensions=data["condition_dimensions"],
+            external_transaction_id=data["external_transaction_id"],
+            memo=data["memo"],
+        )
+
+    class ActivateForm(forms.Form):
+        external_transaction_id = forms.CharField(
+            max_length=255,
+            help_text="The payment's id in your payment system (bank reference, PSP id).",
+        )
+
+    @admin.action(description="Activate selected Requires Action grants", permissions=["change"])
+    def activate_grants(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        actor = Actor.user(request.user)
+
+        def perform(grant: CreditGrant, data: dict[str, Any]) -> str:
+            services.activate_grant(
+                grant=grant, external_transaction_id=data["external_transaction_id"], actor=actor,
+                idempotency_key=f"admin-activate:{grant.pk}",
+            )  # fmt: skip
+            return f"Activated with transaction id {data['external_transaction_id']}"
+
+        return run_confirmed(
+            self, request, queryset.filter(status="pending"), title="Activate credit", verb="Activated",
+            action="activate_grants", perform=perform, form_class=self.ActivateForm,
+        )  # fmt: skip
+
+    @admin.action(description="Void selected grants (unused part only)", permissions=["change"])
+    def void_grants(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        actor = Actor.user(request.user)
+
+        def perform(grant: CreditGrant, data: dict[str, Any]) -> str:
+            services.void_grant(grant=grant, actor=actor, idempotency_key=f"admin-void:{grant.pk}")
+            return "Voided"
+
+        return run_confirmed(
+            self,
+            request,
+            queryset,
+            title="Void credit",
+            verb="Voided",
+            action="void_grants",
+            perform=perform,
+        )
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # the change *page* stays read-only (all fields are), actions need the permission
+        return request.user.has_perm("wallets.change_creditgrant")
+
+
+# --- transactions -------------------------------------------------------------------
+
+
+class EntryInline(ReadOnlyInline):
+    model = Entry
+    fields = ["debit_account", "credit_account", "amount", "currency"]
+    readonly_fields = fields
+
+
+class LotInline(ReadOnlyInline):
+    model = GrantConsumption
+    fields = ["grant", "amount"]
+    readonly_fields = fields
+    verbose_name = "credit drawn from a grant"
+    verbose_name_plural = "credit drawn from grants (lots)"
+
+
+@admin.register(LedgerTransaction)
+class LedgerTransactionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "effective_at",
+        "kind",
+        "wallet",
+        "amount",
+        "currency",
+        "balance_after",
+        "debt_after",
+        "actor",
+        "reference",
+    ]
+    list_filter = ["kind", "currency"]
+    search_fields = [
+        "idempotency_key",
+        "reference",
+        "memo",
+        "wallet__customer__name",
+        "wallet__customer__account_number",
+    ]
+    list_select_related = ["wallet__customer"]
+    date_hierarchy = "effective_at"
+    readonly_fields = [
+        "kind",
+        "wallet",
+        "amount",
+        "currency",
+        "effective_at",
+        "created_at",
+        "actor",
+        "memo",
+        "reference",
+        "idempotency_key",
+        "balance_after",
+        "restricted_after",
+        "debt_after",
+        "reverses",
+        "metadata",
+    ]
+    fields = readonly_fields
+    inlines = [EntryInline, LotInline]
+    actions = ["reverse_transactions"]
+
+    @admin.action(description="Reverse selected transactions", permissions=["reverse"])
+    def reverse_transactions(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        actor = Actor.user(request.user)
+
+        def perform(tx: LedgerTransaction, data: dict[str, Any]) -> str:
+            reversal = services.reverse(
+                transaction_id=tx.pk, actor=actor, idempotency_key=f"admin-reverse:{tx.pk}"
+            )
+            return f"Reversed by transaction {reversal.pk}"
+
+        return run_confirmed(
+            self, request, queryset, title="Reverse transactions", verb="Reversed",
+            action="reverse_transactions", perform=perform,
+        )  # fmt: skip
+
+    def has_reverse_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("wallets.add_ledgertransaction")
+
+
+@admin.register(Account)
+class AccountAdmin(ReadOnlyAdmin):
+    list_display = ["id", "kind", "code", "currency", "wallet"]
+    list_filter = ["kind", "code", "currency"]
+    search_fields = ["wallet__customer__name"]
+
+
+@admin.register(CreditLimitChange)
+class CreditLimitChangeAdmin(ReadOnlyAdmin):
+    list_display = ["changed_at", "wallet", "old_limit", "new_limit", "actor", "reason"]
+    list_filter = ["wallet__currency"]
+    search_fields = ["wallet__customer__name", "reason"]
