@@ -116,7 +116,7 @@ def run_confirmed(
 class GrantInline(ReadOnlyInline):
     model = CreditGrant
     fk_name = "wallet"
-    fields = [
+    fields = (
         "name",
         "kind",
         "status",
@@ -126,7 +126,7 @@ class GrantInline(ReadOnlyInline):
         "expires_at",
         "priority",
         "condition",
-    ]
+    )
     readonly_fields = fields
     show_change_link = True
 
@@ -137,7 +137,13 @@ class GrantInline(ReadOnlyInline):
 
 class LimitChangeInline(ReadOnlyInline):
     model = CreditLimitChange
-    fields = ["changed_at", "actor", "old_limit", "new_limit", "reason"]
+    fields = (
+        "changed_at",
+        "actor",
+        "old_limit",
+        "new_limit",
+        "reason",
+    )
     readonly_fields = fields
 
 
@@ -156,7 +162,7 @@ class WalletAdmin(ReadOnlyAdmin):
     list_filter = ["currency", "customer__balance_model", "customer__partner"]
     search_fields = ["customer__name", "customer__account_number", "customer__email"]
     list_select_related = ["customer"]
-    readonly_fields = [
+    readonly_fields = (
         "customer",
         "currency",
         "credit_balance",
@@ -169,7 +175,7 @@ class WalletAdmin(ReadOnlyAdmin):
         "statement",
         "created_at",
         "updated_at",
-    ]
+    )
     fields = readonly_fields
     inlines = [GrantInline, LimitChangeInline]
 
@@ -277,7 +283,7 @@ class CreditGrantAdmin(ReadOnlyAdmin):
         "external_transaction_id",
     ]
     list_select_related = ["wallet__customer", "condition_item"]
-    readonly_fields = [
+    readonly_fields = (
         "wallet",
         "name",
         "kind",
@@ -297,7 +303,7 @@ class CreditGrantAdmin(ReadOnlyAdmin):
         "created_at",
         "activated_at",
         "ended_at",
-    ]
+    )
     fields = readonly_fields
     actions = ["activate_grants", "void_grants"]
     date_hierarchy = "created_at"
@@ -415,13 +421,21 @@ class CreditGrantAdmin(ReadOnlyAdmin):
 
 class EntryInline(ReadOnlyInline):
     model = Entry
-    fields = ["debit_account", "credit_account", "amount", "currency"]
+    fields = (
+        "debit_account",
+        "credit_account",
+        "amount",
+        "currency",
+    )
     readonly_fields = fields
 
 
 class LotInline(ReadOnlyInline):
     model = GrantConsumption
-    fields = ["grant", "amount"]
+    fields = (
+        "grant",
+        "amount",
+    )
     readonly_fields = fields
     verbose_name = "credit drawn from a grant"
     verbose_name_plural = "credit drawn from grants (lots)"
@@ -451,7 +465,7 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
     ]
     list_select_related = ["wallet__customer"]
     date_hierarchy = "effective_at"
-    readonly_fields = [
+    readonly_fields = (
         "kind",
         "wallet",
         "amount",
@@ -467,7 +481,7 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
         "debt_after",
         "reverses",
         "metadata",
-    ]
+    )
     fields = readonly_fields
     inlines = [EntryInline, LotInline]
     actions = ["reverse_transactions"]
