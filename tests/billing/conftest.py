@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from billing import stripe_effects
 from tests.billing.stripe_fakes import API_KEY, WEBHOOK_SECRET, FakeStripe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,3 +113,19 @@ def eager_celery():
     app.conf.task_always_eager = app.conf.task_eager_propagates = True
     yield app
     app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+
+
+@pytest.fixture
+def effects(monkeypatch):
+    """Counts the calls into billing.stripe_effects (the wallets glue) by kind."""
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(
+        stripe_effects, "on_charge_succeeded", lambda c: calls.append(("succeeded", c.pk))
+    )
+    monkeypatch.setattr(
+        stripe_effects, "on_charge_failed", lambda c: calls.append(("failed", c.pk))
+    )
+    monkeypatch.setattr(
+        stripe_effects, "on_charge_refunded", lambda c, amount: calls.append(("refunded", c.pk))
+    )
+    return calls

@@ -7,6 +7,9 @@ import hmac
 import json
 import time
 import urllib.request
+from decimal import Decimal
+
+from billing.models import StripeCharge
 
 API_KEY = "sk_test_x"
 WEBHOOK_SECRET = "whsec_test_secret"
@@ -84,3 +87,30 @@ def post_event(client, event: dict, **sign_options):
         content_type="application/json",
         headers={"Stripe-Signature": sign(payload, **sign_options)},
     )
+
+
+def pending_charge(customer, *, intent_id="", amount="12.34") -> StripeCharge:
+    return StripeCharge.objects.create(
+        customer=customer,
+        amount=Decimal(amount),
+        currency="USD",
+        purpose=StripeCharge.Purpose.TOP_UP,
+        stripe_customer_id="cus_alice",
+        payment_method_id="pm_alice",
+        payment_intent_id=intent_id,
+        initiated_by="test",
+    )
+
+
+def intent_payload(charge: StripeCharge, *, status="succeeded", intent_id="pi_123", **extra):
+    return {
+        "id": intent_id,
+        "object": "payment_intent",
+        "status": status,
+        "amount": int(charge.amount * 100),
+        "currency": charge.currency.lower(),
+        "customer": charge.stripe_customer_id,
+        "payment_method": charge.payment_method_id,
+        "metadata": {"stripe_charge_id": str(charge.pk)},
+        **extra,
+    }

@@ -22,22 +22,6 @@ Status = StripeCharge.Status
 
 
 @pytest.fixture
-def effects(monkeypatch):
-    """Counts the calls into billing.stripe_effects (the wallets glue) by kind."""
-    calls: list[tuple[str, int]] = []
-    monkeypatch.setattr(
-        stripe_effects, "on_charge_succeeded", lambda c: calls.append(("succeeded", c.pk))
-    )
-    monkeypatch.setattr(
-        stripe_effects, "on_charge_failed", lambda c: calls.append(("failed", c.pk))
-    )
-    monkeypatch.setattr(
-        stripe_effects, "on_charge_refunded", lambda c, amount: calls.append(("refunded", c.pk))
-    )
-    return calls
-
-
-@pytest.fixture
 def alice_with_visa(alice):
     stripe_services.attach_payment_method(customer=alice, payment_method_id="pm_card_visa")
     alice.refresh_from_db()

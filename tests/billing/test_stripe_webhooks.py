@@ -9,56 +9,20 @@ from decimal import Decimal
 import pytest
 from django.db import connections, transaction
 
-from billing import stripe_effects, stripe_services, stripe_webhooks
+from billing import stripe_services, stripe_webhooks
 from billing.models import Customer, StripeCharge, StripeEvent, StripePaymentMethod
-from tests.billing.stripe_fakes import WEBHOOK_SECRET, post_event, sign, stripe_event
+from tests.billing.stripe_fakes import (
+    WEBHOOK_SECRET,
+    intent_payload,
+    pending_charge,
+    post_event,
+    sign,
+    stripe_event,
+)
 
 pytestmark = pytest.mark.usefixtures("stripe_settings", "eager_celery")
 
 Status = StripeCharge.Status
-
-
-@pytest.fixture
-def effects(monkeypatch):
-    """Counts the calls into billing.stripe_effects (the wallets glue) by kind."""
-    calls: list[tuple[str, int]] = []
-    monkeypatch.setattr(
-        stripe_effects, "on_charge_succeeded", lambda c: calls.append(("succeeded", c.pk))
-    )
-    monkeypatch.setattr(
-        stripe_effects, "on_charge_failed", lambda c: calls.append(("failed", c.pk))
-    )
-    monkeypatch.setattr(
-        stripe_effects, "on_charge_refunded", lambda c, amount: calls.append(("refunded", c.pk))
-    )
-    return calls
-
-
-def pending_charge(customer, *, intent_id="", amount="12.34") -> StripeCharge:
-    return StripeCharge.objects.create(
-        customer=customer,
-        amount=Decimal(amount),
-        currency="USD",
-        purpose=StripeCharge.Purpose.TOP_UP,
-        stripe_customer_id="cus_alice",
-        payment_method_id="pm_alice",
-        payment_intent_id=intent_id,
-        initiated_by="test",
-    )
-
-
-def intent_payload(charge: StripeCharge, *, status="succeeded", intent_id="pi_123", **extra):
-    return {
-        "id": intent_id,
-        "object": "payment_intent",
-        "status": status,
-        "amount": int(charge.amount * 100),
-        "currency": charge.currency.lower(),
-        "customer": charge.stripe_customer_id,
-        "payment_method": charge.payment_method_id,
-        "metadata": {"stripe_charge_id": str(charge.pk)},
-        **extra,
-    }
 
 
 def deliver(client, django_capture_on_commit_callbacks, event, **sign_options):
