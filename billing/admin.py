@@ -227,7 +227,6 @@ class StripeEventAdmin(ReadOnlyAdmin):
         "type",
         "status",
         "received_at",
-        "processed_at",
         "attempts",
         "error",
     ]
@@ -305,8 +304,6 @@ class StripeChargeAdmin(ReadOnlyAdmin):
         "currency",
         "purpose",
         "status",
-        "refunded_amount",
-        "payment_intent_id",
         "created_at",
         "effects_done",
     ]

@@ -60,8 +60,8 @@ class ChargeNotRefundable(BillingError):
     pass
 
 
-class WebhookSignatureInvalid(BillingError):
-    pass
+class WebhookRejected(BillingError):
+    """A webhook delivery we do not accept (bad or old signature, not an event); nothing is stored."""
 
 
 class StripeMismatch(BillingError):

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from billing.errors import BillingError, StripeMismatch, WebhookSignatureInvalid
+from billing.errors import BillingError, StripeMismatch, WebhookRejected
 from billing.models import Customer, StripeCharge, StripeEvent, StripePaymentMethod
 from billing.stripe_gateway import PaymentIntentState, PaymentMethodDetails, from_stripe_amount
 from billing.stripe_services import CHARGE_METADATA_KEY, apply_charge_effects
@@ -56,16 +56,16 @@ def receive_stripe_event(*, payload: bytes, signature_header: str) -> tuple[Stri
     """
     secret = settings.STRIPE_WEBHOOK_SECRET
     if not secret:
-        raise WebhookSignatureInvalid(
-            "Stripe webhooks are not configured: set STRIPE_WEBHOOK_SECRET."
-        )
+        raise WebhookRejected("Stripe webhooks are not configured: set STRIPE_WEBHOOK_SECRET.")
     try:
         stripe.Webhook.construct_event(payload, signature_header, secret)
     except stripe.SignatureVerificationError as exc:
-        raise WebhookSignatureInvalid(f"Stripe signature check failed: {exc._message}") from exc
+        raise WebhookRejected(f"Stripe signature check failed: {exc._message}") from exc
     except ValueError as exc:
-        raise WebhookSignatureInvalid(f"The webhook body is not a Stripe event: {exc}") from exc
+        raise WebhookRejected(f"The webhook body is not a Stripe event: {exc}") from exc
     data = json.loads(payload)
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+        raise WebhookRejected("The webhook body is not a Stripe event (no event id).")
     data_object = (data.get("data") or {}).get("object") or {}
     created_at = data.get("created")
     with transaction.atomic(durable=True):

@@ -6,7 +6,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from billing.errors import WebhookSignatureInvalid
+from billing.errors import WebhookRejected
 from billing.stripe_webhooks import receive_stripe_event
 
 
@@ -17,6 +17,6 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         event, created = receive_stripe_event(
             payload=request.body, signature_header=request.headers.get("Stripe-Signature", "")
         )
-    except WebhookSignatureInvalid as exc:
+    except WebhookRejected as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     return JsonResponse({"received": event.event_id, "duplicate": not created})

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 
-from billing import stripe_effects, stripe_services
+from billing import stripe_services
 from billing.models import StripeCharge, StripeEvent
 from tests.billing.stripe_fakes import intent_payload, pending_charge
 from tests.factories import UserFactory
@@ -15,13 +15,6 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("stripe_settings")]
 
 EVENTS = "/admin/billing/stripeevent/"
 CHARGES = "/admin/billing/stripecharge/"
-
-
-@pytest.fixture(autouse=True)
-def no_wallets(monkeypatch):
-    """The wallets glue is not under test here."""
-    for name in ("on_charge_succeeded", "on_charge_failed"):
-        monkeypatch.setattr(stripe_effects, name, lambda charge: None)
 
 
 def gave_up_event(charge: StripeCharge) -> StripeEvent:

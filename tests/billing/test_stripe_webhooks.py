@@ -91,6 +91,15 @@ def test_a_missing_or_tampered_signature_is_refused(client):
         headers={"Stripe-Signature": sign(payload)},
     )
     assert response.status_code == 400
+    not_json = b"<html>not an event</html>"
+    response = client.post(
+        "/stripe/webhook/",
+        data=not_json,
+        content_type="application/json",
+        headers={"Stripe-Signature": sign(not_json)},
+    )
+    assert response.status_code == 400
+    assert "not a Stripe event" in response.json()["error"]
     assert not StripeEvent.objects.exists()
 
 
