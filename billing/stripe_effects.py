@@ -3,8 +3,8 @@
 The only module of the Stripe flow that moves money, and only through the wallets
 services (which own the ledger). ``billing.stripe_services.apply_charge_effects``
 calls these after the charge's new status is committed, outside any transaction
-(the wallets services open their own durable one), and again after a failure
-until one call goes through. So each function must be idempotent: every ledger
+of ours (the wallets services open their own), and again after a failure until
+one call goes through. So each function must be idempotent: every ledger
 call carries a key derived from the PaymentIntent or our charge id, and the
 wallets services turn a repeated key into "already done".
 
@@ -31,7 +31,8 @@ FUNDING_ACCOUNT = "psp_clearing"
 
 
 # Imported when called: the ledger app must not be loaded by billing's models.
-# (The type-ignores go once wallets has these modules; unused ignores are allowed.)
+# The wallets services take a grant or its id; we pass the id we hold.
+# (The type-ignore goes once wallets.services is merged; unused ignores are allowed.)
 def _services() -> Any:
     from wallets import services  # type: ignore[attr-defined]
 
@@ -44,18 +45,12 @@ def _system_actor() -> Any:
     return Actor.system(ACTOR_NAME)
 
 
-def _grant_of(charge: StripeCharge) -> Any:
-    from wallets.models import CreditGrant  # type: ignore[attr-defined]
-
-    return CreditGrant.objects.get(pk=charge.grant_id)
-
-
 def on_charge_succeeded(charge: StripeCharge) -> None:
     """The money is in: activate the pending grant, booked psp_clearing → grant."""
     if charge.grant_id is None:
         return
     _services().activate_grant(
-        grant=_grant_of(charge),
+        grant=charge.grant_id,
         external_transaction_id=charge.payment_intent_id,
         actor=_system_actor(),
         idempotency_key=f"stripe:{charge.payment_intent_id}:activate",
@@ -68,7 +63,7 @@ def on_charge_failed(charge: StripeCharge) -> None:
     if charge.grant_id is None:
         return
     _services().void_grant(
-        grant=_grant_of(charge),
+        grant=charge.grant_id,
         actor=_system_actor(),
         idempotency_key=f"stripe:charge-{charge.pk}:void",
         reason=f"Card payment {charge.status}: {charge.failure_reason or 'no reason given'}",
@@ -90,7 +85,7 @@ def on_charge_refunded(charge: StripeCharge, amount: Decimal) -> None:
             f"#{charge.grant_id}; a partial refund does not change the grant. Adjust it by hand."
         )
     _services().void_grant(
-        grant=_grant_of(charge),
+        grant=charge.grant_id,
         actor=_system_actor(),
         idempotency_key=f"stripe:{charge.payment_intent_id}:refund-void",
         reason=f"Card payment {charge.payment_intent_id} refunded in full",
