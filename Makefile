@@ -22,13 +22,15 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	uv sync --frozen
 	@touch $@
 
-# Debian packages the suite needs: Chromium for browser tests, poppler for PDF checks.
+# What the suite needs outside .venv: Debian's Chromium (browser tests) and poppler
+# (PDF checks), and localstripe, the fake Stripe server, in its own .venv-localstripe.
 system-deps:
 	@if ! command -v chromium >/dev/null || ! command -v pdftoppm >/dev/null; then \
 		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
 		$$( [ "$$(id -u)" = 0 ] || echo sudo ) env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq chromium poppler-utils >/dev/null; \
 	fi
+	@bash .ci/localstripe.sh install
 
 # --- pieces (expect DATABASE_URL/REDIS_URL, as set by the two commands above) ---
 serve:

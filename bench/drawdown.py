@@ -93,7 +93,9 @@ def seed() -> tuple[list[int], int]:
     from wallets.actors import Actor
     from wallets.models import Account, Wallet
 
-    existing = list(Wallet.objects.filter(customer__name__startswith="bench-").values_list("id", flat=True))
+    existing = list(
+        Wallet.objects.filter(customer__name__startswith="bench-").values_list("id", flat=True)
+    )
     if len(existing) >= WALLETS:
         revenue = Account.objects.get(kind="system", code="usage_revenue", currency="USD")
         return existing[:WALLETS], revenue.pk
@@ -138,10 +140,12 @@ def seed() -> tuple[list[int], int]:
         )
         spent = Decimal("0.05") * HISTORY_PER_WALLET
         cursor.execute(
-            "UPDATE wallets_creditgrant SET remaining = remaining - %s WHERE wallet_id = ANY(%s)", [spent, wallets]
+            "UPDATE wallets_creditgrant SET remaining = remaining - %s WHERE wallet_id = ANY(%s)",
+            [spent, wallets],
         )
         cursor.execute(
-            "UPDATE wallets_wallet SET credit_balance = credit_balance - %s WHERE id = ANY(%s)", [spent, wallets]
+            "UPDATE wallets_wallet SET credit_balance = credit_balance - %s WHERE id = ANY(%s)",
+            [spent, wallets],
         )
         cursor.execute("ANALYZE")
     print(f"seeded {WALLETS} wallets and {WALLETS * HISTORY_PER_WALLET:,} history rows "
@@ -168,7 +172,9 @@ def service_worker(args: tuple) -> int:
     done, deadline = 0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         wallet = wallet_ids[0] if hot else rng.choice(wallet_ids)
-        services.draw_down(wallet=wallet, amount=AMOUNT, actor=actor, idempotency_key=f"b{prefix}{done}")
+        services.draw_down(
+            wallet=wallet, amount=AMOUNT, actor=actor, idempotency_key=f"b{prefix}{done}"
+        )
         done += 1
     connection.close()
     return done
@@ -194,7 +200,9 @@ def raw_worker(args: tuple) -> int:
     return done
 
 
-def measure(kind: str, procs: int, hot: bool, wallet_ids: list[int], seconds: float, url: str, revenue: int) -> float:
+def measure(
+    kind: str, procs: int, hot: bool, wallet_ids: list[int], seconds: float, url: str, revenue: int
+) -> float:
     start_at = time.time() + 1.5  # every process connected and waiting before the clock starts
     if kind == "service":
         jobs = [(wallet_ids, seconds, hot, n, start_at) for n in range(procs)]
@@ -218,7 +226,12 @@ def psycopg_url() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--rounds", type=int, default=2, help="alternate service/raw this many times; report medians")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternate service/raw this many times; report medians",
+    )
     parser.add_argument("--procs", default="1,2,4")
     args = parser.parse_args()
     setup_django()
@@ -233,7 +246,9 @@ def main() -> int:
             service, raw = [], []
             for _ in range(args.rounds):
                 raw.append(measure("raw", procs, hot, wallet_ids, args.seconds, url, revenue))
-                service.append(measure("service", procs, hot, wallet_ids, args.seconds, url, revenue))
+                service.append(
+                    measure("service", procs, hot, wallet_ids, args.seconds, url, revenue)
+                )
             s, r = statistics.median(service), statistics.median(raw)
             rows.append(("hot wallet" if hot else "random wallets", procs, s, r, s / r))
             print(f"{rows[-1][0]:>15} {procs} procs: service {s:8.0f}/s  raw SQL {r:8.0f}/s  ratio {s / r:.2f}",

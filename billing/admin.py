@@ -1,8 +1,30 @@
-from django.contrib import admin
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any, cast
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from billing.models import Customer, CustomerClass, Partner, PortalUser, ProductItem
+from billing import stripe_services, stripe_webhooks
+from billing.errors import BillingError
+from billing.models import (
+    Customer,
+    CustomerClass,
+    Partner,
+    PortalUser,
+    ProductItem,
+    StripeCharge,
+    StripeChargeQuerySet,
+    StripeEvent,
+    StripePaymentMethod,
+)
+from billing.stripe_gateway import stripe_enabled
 
 
 @admin.register(Partner)
@@ -41,6 +63,70 @@ class PortalUserInline(admin.TabularInline):
     readonly_fields = ["created_at"]
 
 
+class StripePaymentMethodInline(admin.TabularInline):
+    model = StripePaymentMethod
+    extra = 0
+    can_delete = False
+    fields = readonly_fields = (
+        "stripe_payment_method_id",
+        "brand",
+        "last4",
+        "exp_month",
+        "exp_year",
+        "is_default",
+    )
+    verbose_name_plural = "cards saved at Stripe (synced from Stripe)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+def confirm_then(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    *,
+    action_name: str,
+    title: str,
+    question: str,
+    confirm_label: str,
+    items: list[tuple[Any, str]],
+    skipped: str,
+    run: Callable[[Any], str],
+) -> TemplateResponse | None:
+    """Django's delete_selected shape: a confirmation page first; once confirmed,
+    ``run`` each object (it calls a service and says what happened), log it, report."""
+    if not items:
+        modeladmin.message_user(request, skipped or "Nothing to do.", messages.WARNING)
+        return None
+    if request.POST.get("post"):
+        outcomes: Counter[str] = Counter()
+        for obj, _note in items:
+            try:
+                outcome = run(obj)
+            except BillingError as exc:
+                modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
+                continue
+            modeladmin.log_change(request, obj, f"{title}: {outcome}")
+            outcomes[outcome] += 1
+        if outcomes:
+            summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
+            modeladmin.message_user(request, f"{title}: {summary}.", messages.SUCCESS)
+        return None
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "question": question,
+        "confirm_label": confirm_label,
+        "items": items,
+        "skipped": skipped,
+        "opts": modeladmin.model._meta,
+        "action_name": action_name,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "media": modeladmin.media,
+    }
+    return TemplateResponse(request, "admin/billing/confirm_action.html", context)
+
+
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
     list_display = [
@@ -58,8 +144,9 @@ class CustomerAdmin(admin.ModelAdmin):
     search_fields = ["account_number", "name", "email", "stripe_customer_id"]
     list_select_related = ["partner", "customer_class"]
     autocomplete_fields = ["partner", "customer_class"]
-    readonly_fields = ["created_at", "updated_at", "balances"]
-    inlines = [PortalUserInline]
+    readonly_fields = ["created_at", "updated_at", "balances", "stripe_customer_id", "stripe_link"]
+    inlines = [PortalUserInline, StripePaymentMethodInline]
+    actions = ["sync_stripe_customer"]
     fieldsets = [
         (
             None,
@@ -70,7 +157,7 @@ class CustomerAdmin(admin.ModelAdmin):
             {"fields": ["balance_model", "currency", "billing_anchor_day", "transfer_policy"]},
         ),
         ("Wallets", {"fields": ["balances"]}),
-        ("Payments", {"fields": ["stripe_customer_id"]}),
+        ("Payments", {"fields": ["stripe_link", "stripe_customer_id"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
 
@@ -102,6 +189,42 @@ class CustomerAdmin(admin.ModelAdmin):
             add,
         )
 
+    @admin.display(description="Stripe")
+    def stripe_link(self, obj: Customer) -> str:
+        if not obj.pk or not obj.stripe_customer_id:
+            state = "Not linked to Stripe"
+        else:
+            default = obj.stripe_payment_methods.filter(is_default=True).first()
+            card = (
+                f"default card {default}" if default else "no default card: 'charge now' needs one"
+            )
+            state = f"Linked ({obj.stripe_customer_id}), {card}"
+        if not stripe_enabled():
+            state += " · Stripe is not configured (STRIPE_API_KEY), card payments are off"
+        return state
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if not stripe_enabled():
+            actions.pop("sync_stripe_customer", None)
+        return actions
+
+    @admin.action(description="Create/sync Stripe customer", permissions=["change"])
+    def sync_stripe_customer(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
+        synced = 0
+        for customer in queryset:
+            try:
+                stripe_services.sync_stripe_customer(customer=customer)
+            except BillingError as exc:
+                self.message_user(request, f"{customer}: {exc}", messages.ERROR)
+                continue
+            self.log_change(request, customer, f"Synced with Stripe {customer.stripe_customer_id}")
+            synced += 1
+        if synced:
+            self.message_user(
+                request, f"{synced} customer(s) created or synced at Stripe.", messages.SUCCESS
+            )
+
 
 def pending_badge(wallet) -> str:
     count = wallet.grants.filter(status="pending").count()
@@ -131,3 +254,180 @@ class ProductItemAdmin(admin.ModelAdmin):
     list_display = ["code", "name", "unit", "active"]
     list_filter = ["active"]
     search_fields = ["code", "name"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records written by services only: staff look, and act through actions."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_act_permission(self, request: HttpRequest) -> bool:
+        """The actions (retry) need the model's change permission."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(ReadOnlyAdmin):
+    list_display = [
+        "event_id",
+        "type",
+        "status",
+        "received_at",
+        "attempts",
+        "error",
+    ]
+    list_filter = ["status", "type", "livemode", "received_at"]
+    search_fields = ["event_id", "object_id", "type"]
+    date_hierarchy = "received_at"
+    actions = ["retry_processing"]
+    fields = readonly_fields = (
+        "event_id",
+        "type",
+        "object_id",
+        "livemode",
+        "status",
+        "error",
+        "attempts",
+        "stripe_created_at",
+        "received_at",
+        "processed_at",
+        "payload_json",
+    )
+
+    @admin.display(description="payload")
+    def payload_json(self, obj: StripeEvent) -> str:
+        return format_html("<pre>{}</pre>", json.dumps(obj.payload, indent=2, sort_keys=True))
+
+    @admin.action(description="Retry processing of the selected events", permissions=["act"])
+    def retry_processing(
+        self, request: HttpRequest, queryset: QuerySet[StripeEvent]
+    ) -> TemplateResponse | None:
+        retryable = queryset.filter(
+            status__in=[StripeEvent.Status.FAILED, StripeEvent.Status.RECEIVED]
+        )
+        left = queryset.count() - retryable.count()
+        return confirm_then(
+            self,
+            request,
+            action_name="retry_processing",
+            title="Retry processing",
+            question="Process these Stripe events again? Each has its effect at most once.",
+            confirm_label="Yes, retry",
+            items=[(event, event.error) for event in retryable],
+            skipped=f"{left} selected event(s) already processed or ignored are left alone."
+            if left
+            else "",
+            run=lambda event: stripe_webhooks.retry_stripe_event(event=event).status,
+        )
+
+
+class EffectsFilter(admin.SimpleListFilter):
+    title = "money effect"
+    parameter_name = "effects"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin
+    ) -> Iterable[tuple[str, str]]:
+        return [("done", "Done"), ("due", "Due"), ("error", "Failed (see error)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "done":
+            return queryset.filter(effects_applied_at__isnull=False)
+        charges = cast(StripeChargeQuerySet, queryset)
+        if self.value() == "due":
+            return charges.effects_due()
+        if self.value() == "error":
+            return charges.effects_due().exclude(effects_error="")
+        return queryset
+
+
+@admin.register(StripeCharge)
+class StripeChargeAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "customer",
+        "amount",
+        "currency",
+        "purpose",
+        "status",
+        "created_at",
+        "effects_done",
+    ]
+    list_filter = ["status", "purpose", "currency", EffectsFilter, "created_at"]
+    search_fields = [
+        "payment_intent_id",
+        "customer__name",
+        "customer__account_number",
+        "=grant_id",
+        "initiated_by",
+    ]
+    list_select_related = ["customer"]
+    date_hierarchy = "created_at"
+    actions = ["retry"]
+    readonly_fields = [f.name for f in StripeCharge._meta.fields]
+    fieldsets = [
+        (
+            None,
+            {"fields": ["customer", "amount", "currency", "purpose", "grant_id", "description"]},
+        ),
+        (
+            "Stripe",
+            {
+                "fields": [
+                    "status",
+                    "payment_intent_id",
+                    "stripe_customer_id",
+                    "payment_method_id",
+                    "failure_code",
+                    "failure_reason",
+                    "last_error",
+                    "attempts",
+                    "last_attempt_at",
+                    "refunded_amount",
+                    "refunded_by",
+                ]
+            },
+        ),
+        ("Money effect", {"fields": ["effects_applied_at", "effects_error", "effects_attempts"]}),
+        ("Record", {"fields": ["initiated_by", "created_at", "updated_at", "finished_at"]}),
+    ]
+
+    @admin.display(description="effect done", boolean=True)
+    def effects_done(self, obj: StripeCharge) -> bool | None:
+        return None if not obj.is_settled else obj.effects_applied_at is not None
+
+    @admin.action(
+        description="Retry the selected pending charges or due effects", permissions=["act"]
+    )
+    def retry(
+        self, request: HttpRequest, queryset: QuerySet[StripeCharge]
+    ) -> TemplateResponse | None:
+        due = [
+            c
+            for c in queryset
+            if c.status == StripeCharge.Status.PENDING or c.effects_applied_at is None
+        ]
+        left = queryset.count() - len(due)
+        return confirm_then(
+            self,
+            request,
+            action_name="retry",
+            title="Retry charges",
+            question=(
+                "Retry these charges? A pending charge is sent to Stripe again with its own "
+                "idempotency key, so it is never charged twice; a settled one only gets its "
+                "money effect applied."
+            ),
+            confirm_label="Yes, retry",
+            items=[(c, c.last_error or c.effects_error) for c in due],
+            skipped=f"{left} selected charge(s) have nothing to retry." if left else "",
+            run=lambda c: stripe_services.retry_charge(charge=c).get_status_display().lower(),
+        )

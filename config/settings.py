@@ -172,6 +172,10 @@ X_FRAME_OPTIONS = "DENY"
 STRIPE_API_KEY = env("STRIPE_API_KEY", default="")
 STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
 STRIPE_API_BASE = env("STRIPE_API_BASE", default="")
+# Seconds to wait for one answer, and how often the library itself retries a timeout
+# or a 5xx (always with the same idempotency key).
+STRIPE_TIMEOUT = env.float("STRIPE_TIMEOUT", default=30.0)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 
 LOGGING = {
     "version": 1,

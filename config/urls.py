@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from billing.views import stripe_webhook
 from config.api import api
 
 admin.site.site_header = "Prepaid back-office"
@@ -13,4 +14,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     path("portal/", include("portal.urls")),
+    path("stripe/webhook/", stripe_webhook, name="stripe-webhook"),
 ]

@@ -1,0 +1,68 @@
+"""Errors of the billing app, each with a message a person can act on."""
+
+from __future__ import annotations
+
+
+class BillingError(Exception):
+    """Base class: the message says what happened and what to do about it."""
+
+
+class StripeNotConfigured(BillingError):
+    def __init__(self) -> None:
+        super().__init__(
+            "Stripe is not configured: set STRIPE_API_KEY to charge cards "
+            "(without it, 'charge now' is not offered)."
+        )
+
+
+class StripeCardDeclined(BillingError):
+    """Stripe answered: the card was declined. Nothing was charged; final for this charge."""
+
+    def __init__(
+        self, reason: str, *, code: str = "", payment_intent_id: str = "", decline_code: str = ""
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = decline_code or code
+        self.payment_intent_id = payment_intent_id
+
+
+class StripeRequestRejected(BillingError):
+    """Stripe refused the request as invalid (a 4xx other than a decline); nothing happened."""
+
+    def __init__(self, reason: str, *, code: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class StripeUnavailable(BillingError):
+    """No definite answer from Stripe (timeout, network, 5xx, rate limit, key refused).
+
+    The request may or may not have been carried out: keep the record pending and
+    retry with the same idempotency key.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class NoPaymentMethod(BillingError):
+    pass
+
+
+class ChargeNotRetryable(BillingError):
+    pass
+
+
+class ChargeNotRefundable(BillingError):
+    pass
+
+
+class WebhookRejected(BillingError):
+    """A webhook delivery we do not accept (bad or old signature, not an event); nothing is stored."""
+
+
+class StripeMismatch(BillingError):
+    """What Stripe reports does not fit our record (other intent, amount or currency)."""
