@@ -77,6 +77,10 @@ DATABASES = {
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DATABASES["default"].setdefault("TEST", {})
+# Django disables psycopg's prepared statements (prepare_threshold=None). Allow them,
+# but only where code asks (`prepare=True`): the draw-down statement is planned once
+# per connection instead of on every call. Nothing is prepared automatically.
+DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 1_000_000_000)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and the shared cache (rate limits, lockouts) ---------
