@@ -9,10 +9,14 @@ from django.db.models.signals import post_migrate
 logger = logging.getLogger(__name__)
 
 
-def install_missing_schedules(sender: AppConfig, *, apps: Any, using: str, **kwargs: Any) -> None:
+def install_missing_schedules(sender: AppConfig, *, using: str, **kwargs: Any) -> None:
     """After every migrate (and test-database flush): install the default schedule of
     any job added to the registry since. Staff changes to existing ones are kept."""
+    from django.apps import apps as global_apps
+
     from jobs import schedules
+
+    apps = kwargs.get("apps") or global_apps  # flush sends no `apps`
 
     try:
         models = {

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 
 from jobs.models import JobRun
@@ -23,9 +22,9 @@ def prune_job_runs(
     cutoff = (now or timezone.now()) - keep
     last_successes = (
         JobRun.objects.filter(status=JobRun.Status.SUCCEEDED)
-        .values("job_name")
-        .annotate(last=Max("id"))
-        .values_list("last", flat=True)
+        .order_by("job_name", "-finished_at", "-id")
+        .distinct("job_name")
+        .values_list("id", flat=True)
     )
     while True:
         with transaction.atomic(durable=True):
