@@ -19,13 +19,18 @@ def install_missing_schedules(sender: AppConfig, *, using: str, **kwargs: Any) -
     apps = kwargs.get("apps") or global_apps  # flush sends no `apps`
 
     try:
-        models = {
-            name: apps.get_model("django_celery_beat", name)
-            for name in ("PeriodicTask", "IntervalSchedule", "PeriodicTasks")
-        }
+        periodic_task = apps.get_model("django_celery_beat", "PeriodicTask")
+        interval_schedule = apps.get_model("django_celery_beat", "IntervalSchedule")
+        periodic_tasks = apps.get_model("django_celery_beat", "PeriodicTasks")
     except LookupError:  # migrated to a state before django-celery-beat
         return
-    for change in schedules.install(**models, using=using):
+    changes = schedules.install(
+        PeriodicTask=periodic_task,
+        IntervalSchedule=interval_schedule,
+        PeriodicTasks=periodic_tasks,
+        using=using,
+    )
+    for change in changes:
         logger.info("beat schedule: %s", change)
 
 
