@@ -59,10 +59,18 @@ def _insert_select(
 
 
 def seed_due_grants(
-    *, count: int, per_wallet: int = 10, label: str = "seed", expires_at: datetime | None = None
+    *,
+    count: int,
+    per_wallet: int = 10,
+    label: str = "seed",
+    expires_at: datetime | None = None,
+    interleave: bool = False,
 ) -> Seeded:
-    """`count` grants in `count / per_wallet` new wallets, all expiring at or before
-    `expires_at` (spread over the day before it)."""
+    """`count` grants in `count / per_wallet` new wallets, expiring over the day up to
+    `expires_at` in the order they were made (as grants with the default validity
+    do). A wallet's grants are made one after the other (grant n is in wallet
+    n / per_wallet), or with `interleave` the wallets take turns (wallet n mod
+    wallets): then every grant of a batch is in a different wallet."""
     from billing.models import Customer, Partner
     from wallets import services
     from wallets.models import (
@@ -124,13 +132,22 @@ def seed_due_grants(
                        (1 + (n %% 997) * 0.013 + (n %% 7) * 0.000001)::numeric(24, 6) AS amount,
                        CASE n %% 20 WHEN 0 THEN 'pending' WHEN 1 THEN 'exhausted' ELSE 'active' END AS status,
                        n %% 10 = 3 AS restricted,
-                       %(expires)s - make_interval(mins => (n %% 1440)::int) AS expires_at
+                       %(expires)s - (%(count)s - 1 - n) * interval '1 day' / %(count)s
+                           AS expires_at
                 FROM generate_series(0, %(count)s - 1) n
                 JOIN (SELECT id AS wallet_id, row_number() OVER (ORDER BY id) - 1 AS i
                       FROM wallets_wallet WHERE id = ANY(%(wallets)s)) w
-                  ON w.i = n / %(per)s
+                  ON w.i = CASE WHEN %(interleave)s THEN n %% %(wallets_count)s
+                                ELSE n / %(per)s END
                 """,
-                {"count": count, "per": per_wallet, "wallets": wallet_ids, "expires": expires_at},
+                {
+                    "count": count,
+                    "wallets_count": len(wallet_ids),
+                    "wallets": wallet_ids,
+                    "expires": expires_at,
+                    "interleave": interleave,
+                    "per": per_wallet,
+                },
             )
             cursor.execute(
                 """ALTER TABLE seed_grants ADD COLUMN used numeric(24, 6);

@@ -1126,6 +1126,8 @@ def set_credit_limit(
 # Services the beat jobs call (wallets/tasks.py). Everything below is new; nothing
 # above was changed for it.
 
+from functools import cache  # noqa: E402
+
 
 def default_expiry(effective_at: datetime) -> datetime:
     """When a new grant effective at `effective_at` expires, unless it says otherwise:
@@ -1139,58 +1141,79 @@ EXPIRY_JOB_ACTOR = Actor.job("expire_grants")
 # Grants that can still expire (plain strings: they go into raw SQL).
 LIVE_STATUSES = ["active", "exhausted", "pending"]
 
-# The due grants of one batch, in the order the sweep walks them.
-EXPIRY_DUE_SQL = """
-SELECT id, wallet_id, expires_at, currency FROM wallets_creditgrant
-WHERE status IN ('active', 'exhausted', 'pending') AND expires_at <= %(at)s AND (expires_at, id) > (%(after_at)s, %(after_id)s)
-ORDER BY expires_at, id
-LIMIT %(limit)s
+# One batch: the next due grants in (expires_at, id) order after the cursor, and
+# their wallets locked in id order (LockRows above the sort: the locks are taken in
+# that order, as everywhere else). Returns the ids in walking order and the cursor.
+EXPIRY_SELECT_SQL = """
+WITH due AS (
+    SELECT id, wallet_id, expires_at FROM wallets_creditgrant
+    WHERE status IN ('active', 'exhausted', 'pending') AND expires_at <= %(at)s
+      AND (expires_at, id) > (%(after_at)s, %(after_id)s)
+    ORDER BY expires_at, id
+    LIMIT %(limit)s
+),
+locked AS (
+    SELECT id FROM wallets_wallet WHERE id IN (SELECT wallet_id FROM due) ORDER BY id FOR UPDATE
+)
+SELECT array_agg(id ORDER BY expires_at, id), max(expires_at), (SELECT count(*) FROM locked)
+FROM due
 """
-
-EXPIRY_LOCK_SQL = "SELECT id FROM wallets_wallet WHERE id = ANY(%(wallets)s) ORDER BY id FOR UPDATE"
 
 # Under the wallet locks (a new statement sees every change committed before them):
 # re-check each grant, then book one expiry transaction per grant (the same key and
 # request fingerprint `expire_grant` uses, so the two paths never both book), one
 # `grant → breakage` entry per grant with credit left, expire the grants and move the
 # wallets' cached balances — five statements' work in one. `balance_after` is the
-# wallet's running balance: grants of one wallet are booked in id order, each
-# transaction showing the balance after it.
+# wallet's running balance: a wallet's grants are booked in id order, and the
+# transaction ids are drawn in that order, each transaction showing the balance
+# after it. Every row is found by its primary key or a unique index: no join
+# between the statement's parts, whatever the planner estimates.
 EXPIRY_BOOK_SQL = """
-WITH due AS (
-    SELECT g.id, g.wallet_id, g.account_id, g.remaining, g.name, g.expires_at, w.currency,
-           w.credit_balance - SUM(g.remaining) OVER running AS balance_after,
-           w.restricted_balance
-               - SUM(CASE WHEN g.restricted THEN g.remaining ELSE 0 END) OVER running AS restricted_after,
-           w.debt AS debt_after,
-           'expire:grant:' || g.id AS idempotency_key
-    FROM wallets_creditgrant g
-    JOIN wallets_wallet w ON w.id = g.wallet_id
-    WHERE g.id = ANY(%(ids)s) AND g.status IN ('active', 'exhausted', 'pending') AND g.expires_at <= %(at)s
-      AND NOT EXISTS (SELECT 1 FROM wallets_ledgertransaction t
-                      WHERE t.idempotency_key = 'expire:grant:' || g.id)
-    WINDOW running AS (PARTITION BY g.wallet_id ORDER BY g.id ROWS UNBOUNDED PRECEDING)
+WITH breakage AS (
+    SELECT currency, id FROM wallets_account WHERE kind = 'system' AND code = 'breakage'
+),
+due AS (
+    SELECT ordered.*, nextval(%(tx_sequence)s::regclass) AS tx_id
+    FROM (
+        SELECT g.id, g.wallet_id, g.account_id, g.remaining, g.name, g.expires_at, w.currency,
+               w.credit_balance - SUM(g.remaining) OVER running AS balance_after,
+               w.restricted_balance
+                   - SUM(CASE WHEN g.restricted THEN g.remaining ELSE 0 END) OVER running
+                   AS restricted_after,
+               w.debt AS debt_after
+        FROM unnest(%(ids)s::bigint[]) AS batch (id)
+        JOIN wallets_creditgrant g ON g.id = batch.id
+        JOIN wallets_wallet w ON w.id = g.wallet_id
+        -- an index probe per grant, whatever the planner thinks of the table's size
+        LEFT JOIN LATERAL (
+            SELECT 1 AS found FROM wallets_ledgertransaction t
+            WHERE t.idempotency_key = 'expire:grant:' || g.id LIMIT 1
+        ) booked ON true
+        WHERE g.status IN ('active', 'exhausted', 'pending') AND g.expires_at <= %(at)s
+          AND booked.found IS NULL
+        WINDOW running AS (PARTITION BY g.wallet_id ORDER BY g.id ROWS UNBOUNDED PRECEDING)
+        ORDER BY g.wallet_id, g.id
+    ) ordered
 ),
 tx AS (
     INSERT INTO wallets_ledgertransaction
-        (kind, wallet_id, idempotency_key, request_hash, effective_at, created_at, actor,
+        (id, kind, wallet_id, idempotency_key, request_hash, effective_at, created_at, actor,
          actor_user_id, memo, reference, amount, currency, balance_after, restricted_after,
          debt_after, metadata)
-    SELECT 'expiry', d.wallet_id, d.idempotency_key,
+    SELECT d.tx_id, 'expiry', d.wallet_id, 'expire:grant:' || d.id,
            encode(sha256(convert_to('["expire", {"grant": ' || d.id || '}]', 'UTF8')), 'hex'),
            d.expires_at, %(now)s, %(actor)s, NULL, left(d.name || ' expired', 500), '',
            d.remaining, d.currency, d.balance_after, d.restricted_after, d.debt_after,
            jsonb_build_object('grant', d.id)
     FROM due d
-    ORDER BY d.wallet_id, d.id
-    RETURNING id, idempotency_key
 ),
 entries AS (
     INSERT INTO wallets_entry (transaction_id, debit_account_id, credit_account_id, amount, currency)
-    SELECT tx.id, d.account_id, b.id, d.remaining, d.currency
-    FROM tx
-    JOIN due d ON d.idempotency_key = tx.idempotency_key
-    LEFT JOIN wallets_account b ON b.kind = 'system' AND b.code = 'breakage' AND b.currency = d.currency
+    SELECT d.tx_id, d.account_id, b.id, d.remaining, d.currency
+    FROM due d
+    -- every currency has its breakage account (open_wallet makes it); were one
+    -- missing, the NULL would fail the statement rather than lose an entry
+    LEFT JOIN breakage b ON b.currency = d.currency
     WHERE d.remaining > 0
 ),
 expired AS (
@@ -1250,20 +1273,26 @@ def expire_due_grants(
         raise errors.WalletError("limit must be positive.")
     after_at, after_id = after or (datetime.min.replace(tzinfo=UTC), 0)
     with transaction.atomic(durable=True), connection.cursor() as db:
+        # A batch costs milliseconds; JIT-compiling its statements would cost more.
+        db.execute("SET LOCAL jit = off")
         db.execute(
-            EXPIRY_DUE_SQL,
+            EXPIRY_SELECT_SQL,
             {"at": at, "after_at": after_at, "after_id": after_id, "limit": limit},
-        )  # fmt: skip
-        due = db.fetchall()
-        if not due:
+        )
+        selected = db.fetchone()
+        assert selected is not None  # an aggregate always returns one row
+        ids, last_expiry, _ = selected
+        if not ids:
             return ExpiryBatch(selected=0, expired=0, breakage=ZERO, cursor=None)
-        for currency in {row[3] for row in due}:
-            system_account(Code.BREAKAGE, currency)
-        db.execute(EXPIRY_LOCK_SQL, {"wallets": sorted({row[1] for row in due})})
-        ids = [row[0] for row in due]
         db.execute(
             EXPIRY_BOOK_SQL,
-            {"ids": ids, "at": at, "now": timezone.now(), "actor": actor.label},
+            {
+                "ids": ids,
+                "at": at,
+                "now": timezone.now(),
+                "actor": actor.label,
+                "tx_sequence": _tx_sequence(),
+            },
         )
         row = db.fetchone()
         assert row is not None  # an aggregate always returns one row
@@ -1271,11 +1300,21 @@ def expire_due_grants(
         problems: tuple[str, ...] = ()
         if expired < len(ids):
             problems = _expiry_leftovers(set(ids) - set(booked), at)
-    last = due[-1]
     return ExpiryBatch(
-        selected=len(due), expired=expired, breakage=Decimal(breakage),
-        cursor=(last[2], last[0]), errors=problems,
+        selected=len(ids), expired=expired, breakage=Decimal(breakage),
+        cursor=(last_expiry, ids[-1]), errors=problems,
     )  # fmt: skip
+
+
+@cache
+def _tx_sequence() -> str:
+    """The sequence behind LedgerTransaction ids: the sweep draws them itself, so the
+    transactions of one wallet get ids in the order their balances run."""
+    with connection.cursor() as db:
+        db.execute("SELECT pg_get_serial_sequence('wallets_ledgertransaction', 'id')")
+        row = db.fetchone()
+    assert row is not None and row[0], "wallets_ledgertransaction.id has no sequence"
+    return row[0]
 
 
 def _expiry_leftovers(ids: set[int], at: datetime) -> tuple[str, ...]:

@@ -56,6 +56,11 @@ def test_staff_add_a_recurring_rule_and_pause_and_resume_it(admin_client, alice)
     )
     change = admin_client.get(reverse("admin:wallets_recurringgrantrule_change", args=[rule.pk]))
     assert change.status_code == 200
+    grants = admin_client.get(
+        reverse("admin:wallets_creditgrant_changelist")
+        + f"?source_type=recurring_rule&source_id={rule.pk}"
+    )
+    assert grants.status_code == 200 and "?e=1" not in grants.get("Location", "")
 
     url = reverse("admin:wallets_recurringgrantrule_changelist")
     admin_client.post(url, {"action": "pause_rules", "_selected_action": [rule.pk]})
