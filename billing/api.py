@@ -12,8 +12,7 @@ customer or event. A batch always answers 200 (when the batch itself is valid)
 with one result per event, each with its own status.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: django-ninja reads these annotations at runtime.
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -21,14 +20,14 @@ from typing import Annotated, Any
 import pydantic
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
-from ninja import Field, Query, Router, Schema
+from ninja import Field, Query, Router, Schema, Status
 from ninja.errors import AuthenticationError, HttpError
 from ninja.pagination import CursorPagination, paginate
 from ninja.security import HttpBearer
-from pydantic import WithJsonSchema
+from pydantic import PlainSerializer, WithJsonSchema
 
 from billing.errors import FieldProblem, UsageError, UsageRejected
-from billing.models import API_KEY_PREFIX, ApiKey, Customer, UsageEvent
+from billing.models import API_KEY_PREFIX, ApiKey, Customer, UsageEvent, decimal_text
 from billing.usage import (
     UsageInput,
     UsageOutcome,
@@ -85,6 +84,14 @@ def api_key_of(request: HttpRequest) -> ApiKey:
 
 # --- schemas -------------------------------------------------------------------------
 
+# Decimals go out as strings without trailing zeros ("0.75", "100"): exact, and the
+# same text whether an answer is fresh or replayed from the stored snapshot.
+Money = Annotated[
+    Decimal,
+    PlainSerializer(decimal_text, return_type=str),
+    WithJsonSchema({"type": "string", "format": "decimal", "examples": ["0.75"]}),
+]
+
 
 class UsageEventIn(Schema):
     event_id: str = Field(
@@ -123,7 +130,7 @@ class UsageEventIn(Schema):
 
 class GrantDraw(Schema):
     grant_id: int
-    amount: Decimal
+    amount: Money
 
 
 class UsageOut(Schema):
@@ -132,19 +139,19 @@ class UsageOut(Schema):
     status: str = Field(description="booked, or reversed once reversed.")
     customer: str
     product: str
-    quantity: Decimal
+    quantity: Money
     dimensions: dict[str, str]
     timestamp: datetime
-    unit_price: Decimal
-    amount: Decimal = Field(description="quantity × unit price, rounded half up to 6 places.")
+    unit_price: Money
+    amount: Money = Field(description="quantity × unit price, rounded half up to 6 places.")
     currency: str
-    from_credits: Decimal = Field(description="The part paid from credit grants.")
-    to_debt: Decimal = Field(description="The part the grants could not cover (amount due).")
+    from_credits: Money = Field(description="The part paid from credit grants.")
+    to_debt: Money = Field(description="The part the grants could not cover (amount due).")
     grants: list[GrantDraw] = Field(description="The grants drawn from, in draw-down order.")
     transaction_id: int | None = Field(description="The ledger transaction (none if free).")
-    credit_balance: Decimal
-    debt: Decimal
-    available_funds: Decimal = Field(description="Right after this event.")
+    credit_balance: Money
+    debt: Money
+    available_funds: Money = Field(description="Right after this event.")
     replayed: bool = Field(description="True when this event id was booked before: nothing new.")
 
 
@@ -168,7 +175,9 @@ class UsageBatchIn(Schema):
         WithJsonSchema(
             {
                 "type": "array",
-                "items": {"$ref": "#/components/schemas/UsageEventIn"},
+                # Each item is validated on its own (so one bad event does not sink
+                # the batch); the docs still show what an event looks like.
+                "items": UsageEventIn.model_json_schema(),
                 "description": "At most USAGE_BATCH_MAX_EVENTS (default 1000) events.",
             }
         ),
@@ -197,32 +206,32 @@ class ReversalOut(Schema):
     id: int
     event_id: str
     status: str
-    amount: Decimal = Field(description="The usage amount undone.")
+    amount: Money = Field(description="The usage amount undone.")
     currency: str
     transaction_id: int | None = Field(description="The reversing ledger transaction.")
     reversed_transaction_id: int | None
     grants: list[GrantDraw] = Field(description="Credit returned to each grant.")
     reversed_at: datetime
-    credit_balance: Decimal
-    debt: Decimal
-    available_funds: Decimal
+    credit_balance: Money
+    debt: Money
+    available_funds: Money
     replayed: bool
 
 
 class BalanceOut(Schema):
     customer: str
     currency: str
-    credit_balance: Decimal = Field(description="All live credit, restricted included.")
-    restricted_balance: Decimal = Field(
+    credit_balance: Money = Field(description="All live credit, restricted included.")
+    restricted_balance: Money = Field(
         description="Credit usable only for certain product items or dimensions."
     )
-    unrestricted_balance: Decimal
-    debt: Decimal
-    credit_limit: Decimal = Field(description="Effective now (permanent + valid temporary).")
-    permanent_credit_limit: Decimal
-    temporary_credit_increase: Decimal
+    unrestricted_balance: Money
+    debt: Money
+    credit_limit: Money = Field(description="Effective now (permanent + valid temporary).")
+    permanent_credit_limit: Money
+    temporary_credit_increase: Money
     temporary_increase_valid_until: datetime | None
-    available_funds: Decimal = Field(
+    available_funds: Money = Field(
         description="unrestricted credit + effective credit limit − debt"
     )
     pending_grants: int = Field(description="Grants awaiting activation (Requires Action).")
@@ -233,8 +242,8 @@ class GrantOut(Schema):
     name: str
     kind: str
     status: str
-    amount: Decimal
-    remaining: Decimal
+    amount: Money
+    remaining: Money
     currency: str
     priority: int
     effective_at: datetime
@@ -254,12 +263,12 @@ class TransactionOut(Schema):
     kind: str
     effective_at: datetime
     created_at: datetime
-    amount: Decimal
+    amount: Money
     currency: str
     memo: str
     reference: str
-    balance_after: Decimal | None
-    debt_after: Decimal | None
+    balance_after: Money | None
+    debt_after: Money | None
     reverses: int | None = Field(description="The transaction this one reverses.")
     grants: list[GrantDraw] = Field(description="Grants drawn (+) or returned (−).")
 
@@ -292,10 +301,10 @@ def pydantic_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
     return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
-def error_response(exc: UsageError, *, prefix: tuple[str | int, ...]) -> tuple[int, dict]:
+def error_response(exc: UsageError, *, prefix: tuple[str | int, ...]) -> Status:
     if isinstance(exc, UsageRejected):
-        return exc.status_code, {"detail": field_errors(exc.problems, prefix=prefix)}
-    return exc.status_code, {"detail": str(exc)}
+        return Status(exc.status_code, {"detail": field_errors(exc.problems, prefix=prefix)})
+    return Status(exc.status_code, {"detail": str(exc)})
 
 
 def usage_out(outcome: UsageOutcome) -> dict[str, Any]:
@@ -321,7 +330,7 @@ def post_usage(request: HttpRequest, event: UsageEventIn) -> Any:
         outcome = record_usage(event=event.to_input(), actor=Actor.api_key(key), api_key=key)
     except UsageError as exc:
         return error_response(exc, prefix=("body", "event"))
-    return 200, usage_out(outcome)
+    return Status(200, usage_out(outcome))
 
 
 @router.post(
@@ -340,7 +349,22 @@ def post_usage_batch(request: HttpRequest, batch: UsageBatchIn) -> Any:
     results: list[dict[str, Any] | None] = [None] * len(batch.events)
     inputs: list[tuple[int, UsageInput]] = []
     for index, raw in enumerate(batch.events):
-        event_id = raw.get("event_id") if isinstance(raw, dict) else None
+        if not isinstance(raw, dict):
+            results[index] = {
+                "index": index,
+                "event_id": None,
+                "ok": False,
+                "status": 422,
+                "errors": [
+                    {
+                        "loc": [],
+                        "msg": "each event must be a JSON object (see UsageEventIn).",
+                        "type": "object_type",
+                    }
+                ],
+            }
+            continue
+        event_id = raw.get("event_id")
         try:
             parsed = UsageEventIn.model_validate(raw)
         except pydantic.ValidationError as exc:
@@ -359,17 +383,20 @@ def post_usage_batch(request: HttpRequest, batch: UsageBatchIn) -> Any:
                 events=[event for _, event in inputs], actor=Actor.api_key(key), api_key=key
             )
         except UsageRejected as exc:
-            return 422, {"detail": field_errors(exc.problems, prefix=("body", "batch"))}
+            return Status(422, {"detail": field_errors(exc.problems, prefix=("body", "batch"))})
     elif not batch.events:
-        return 422, {
-            "detail": [
-                {
-                    "loc": ["body", "batch", "events"],
-                    "msg": "send at least one event.",
-                    "type": "value_error",
-                }
-            ]
-        }
+        return Status(
+            422,
+            {
+                "detail": [
+                    {
+                        "loc": ["body", "batch", "events"],
+                        "msg": "send at least one event.",
+                        "type": "value_error",
+                    }
+                ]
+            },
+        )
     else:
         outcomes = []
     for (index, event), outcome in zip(inputs, outcomes, strict=True):
@@ -397,12 +424,15 @@ def post_usage_batch(request: HttpRequest, batch: UsageBatchIn) -> Any:
     done = [r for r in results if r is not None]
     replayed = sum(1 for r in done if r["ok"] and r["usage"]["replayed"])
     booked = sum(1 for r in done if r["ok"]) - replayed
-    return 200, {
-        "booked": booked,
-        "replayed": replayed,
-        "failed": sum(1 for r in done if not r["ok"]),
-        "results": done,
-    }
+    return Status(
+        200,
+        {
+            "booked": booked,
+            "replayed": replayed,
+            "failed": sum(1 for r in done if not r["ok"]),
+            "results": done,
+        },
+    )
 
 
 @router.post(
@@ -418,12 +448,12 @@ def post_usage_reverse(request: HttpRequest, event_pk: int) -> Any:
     key = api_key_of(request)
     event = UsageEvent.objects.select_related("customer").filter(pk=event_pk).first()
     if event is None or not key.may_see(event.customer):
-        return 404, {"detail": f"no usage event with id {event_pk}."}
+        return Status(404, {"detail": f"no usage event with id {event_pk}."})
     try:
         outcome = reverse_usage(event=event, actor=Actor.api_key(key))
     except UsageError as exc:
-        return exc.status_code, {"detail": str(exc)}
-    return 200, {**outcome.response, "replayed": outcome.replayed}
+        return Status(exc.status_code, {"detail": str(exc)})
+    return Status(200, {**outcome.response, "replayed": outcome.replayed})
 
 
 # --- balances, grants, transactions --------------------------------------------------
@@ -456,20 +486,23 @@ def get_balance(request: HttpRequest, account_number: str, filters: Query[Wallet
         pending = 0
     else:
         pending = wallet.grants.filter(status=CreditGrant.Status.PENDING).count()
-    return 200, {
-        "customer": customer.account_number,
-        "currency": currency,
-        "credit_balance": wallet.credit_balance,
-        "restricted_balance": wallet.restricted_balance,
-        "unrestricted_balance": wallet.unrestricted_balance,
-        "debt": wallet.debt,
-        "credit_limit": wallet.effective_credit_limit(),
-        "permanent_credit_limit": wallet.credit_limit,
-        "temporary_credit_increase": wallet.temporary_credit_increase,
-        "temporary_increase_valid_until": wallet.temporary_increase_valid_until,
-        "available_funds": wallet.available_funds(),
-        "pending_grants": pending,
-    }
+    return Status(
+        200,
+        {
+            "customer": customer.account_number,
+            "currency": currency,
+            "credit_balance": wallet.credit_balance,
+            "restricted_balance": wallet.restricted_balance,
+            "unrestricted_balance": wallet.unrestricted_balance,
+            "debt": wallet.debt,
+            "credit_limit": wallet.effective_credit_limit(),
+            "permanent_credit_limit": wallet.credit_limit,
+            "temporary_credit_increase": wallet.temporary_credit_increase,
+            "temporary_increase_valid_until": wallet.temporary_increase_valid_until,
+            "available_funds": wallet.available_funds(),
+            "pending_grants": pending,
+        },
+    )
 
 
 @router.get(

@@ -231,6 +231,12 @@ class ProductItem(models.Model):
 RATE_PLACES = 6
 
 
+def decimal_text(value: Decimal) -> str:
+    """A decimal as plain text without trailing zeros or exponent ("1.5", "100")."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
 def clean_dimensions(value: object, *, what: str = "dimensions") -> dict[str, str]:
     """A mapping of dimension name to value, compared as strings ({"region": "eu",
     "tier": "2"}); integers become strings. Anything else raises ValueError with a
@@ -330,7 +336,7 @@ class Price(models.Model):
 
     def __str__(self) -> str:
         dims = ", ".join(f"{k}={v}" for k, v in sorted(self.dimensions.items()))
-        return f"{self.product_item.code} {self.unit_price} {self.currency}" + (
+        return f"{self.product_item.code} {decimal_text(self.unit_price)} {self.currency}" + (
             f" [{dims}]" if dims else ""
         )
 

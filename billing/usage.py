@@ -59,6 +59,7 @@ from billing.models import (
     ProductItem,
     UsageEvent,
     clean_dimensions,
+    decimal_text,
 )
 from wallets import errors as wallet_errors
 from wallets import services
@@ -108,12 +109,6 @@ class ReversalOutcome:
 def rate(quantity: Decimal, unit_price: Decimal) -> Decimal:
     """quantity × unit price, rounded half up to the ledger's 6 decimal places."""
     return (quantity * unit_price).quantize(QUANTUM, rounding=ROUNDING)
-
-
-def decimal_text(value: Decimal) -> str:
-    """A decimal as plain text without trailing zeros or exponent ("1.5", "100")."""
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "0") else text
 
 
 # --- the flows -------------------------------------------------------------------------
