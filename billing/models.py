@@ -456,9 +456,16 @@ class ApiKey(models.Model):
         """The key this token belongs to, revoked or not (the caller decides)."""
         if not token.startswith(API_KEY_PREFIX):
             return None
-        return (
-            cls.objects.select_related("partner").filter(secret_hash=hash_api_secret(token)).first()
-        )
+        # Runs on every API request: a plain statement, no query compilation. The
+        # columns authentication needs are loaded; the others load on access.
+        names = ["id", "name", "prefix", "partner_id", "last_used_at", "revoked_at"]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {', '.join(names)} FROM billing_apikey WHERE secret_hash = %s",  # noqa: S608
+                [hash_api_secret(token)],
+            )
+            row = cursor.fetchone()
+        return None if row is None else cls.from_db(connection.alias, names, list(row))
 
     def revoke(self, *, by: str = "") -> bool:
         """Revoke for good; True if this call revoked it. A conditional UPDATE, so

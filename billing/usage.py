@@ -31,15 +31,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from billing.errors import (
@@ -206,7 +208,6 @@ def reverse_usage(*, event: UsageEvent | int, actor: Actor) -> ReversalOutcome:
         locked.reversed_at = now
         locked.reversed_by = actor.label
         locked.reversal_transaction_id = reversal_id
-        wallet = Wallet.objects.get(pk=locked.wallet_id) if locked.wallet_id else None
         locked.reversal_response = {
             "id": locked.pk,
             "event_id": locked.event_id,
@@ -219,7 +220,7 @@ def reverse_usage(*, event: UsageEvent | int, actor: Actor) -> ReversalOutcome:
                 {"grant_id": grant_id, "amount": decimal_text(amount)} for grant_id, amount in lots
             ],
             "reversed_at": now.isoformat(),
-            **_wallet_figures(wallet, locked.currency),
+            **_wallet_figures(locked.wallet_id),
         }
         locked.save(
             update_fields=[
@@ -242,62 +243,122 @@ def usage_response(event: UsageEvent) -> dict[str, Any]:
 # --- preparing: validate, look up, rate ------------------------------------------------
 
 
+# Everything a batch needs to validate and rate its events, in one round trip:
+# the customers (with the id of their wallet in their currency: a read of the
+# wallets table, never a write), the product items, the prices that may apply
+# to the batch's time span, and earlier events with the same ids.
+LOOKUP_SQL = """
+SELECT
+  (SELECT coalesce(json_agg(json_build_object(
+            'id', c.id, 'account_number', c.account_number, 'name', c.name,
+            'currency', c.currency, 'status', c.status, 'partner_id', c.partner_id,
+            'wallet_id', (SELECT w.id FROM wallets_wallet w
+                          WHERE w.customer_id = c.id AND w.currency = c.currency))), '[]')
+   FROM billing_customer c WHERE c.account_number = ANY(%(accounts)s)),
+  (SELECT coalesce(json_agg(json_build_object(
+            'id', p.id, 'code', p.code, 'name', p.name, 'unit', p.unit, 'active', p.active)), '[]')
+   FROM billing_productitem p WHERE p.code = ANY(%(codes)s)),
+  (SELECT coalesce(json_agg(json_build_object(
+            'id', pr.id, 'product_item_id', pr.product_item_id, 'currency', pr.currency,
+            'unit_price', pr.unit_price::text, 'dimensions', pr.dimensions,
+            'effective_from', pr.effective_from, 'effective_to', pr.effective_to)), '[]')
+   FROM billing_price pr JOIN billing_productitem p ON p.id = pr.product_item_id
+   WHERE p.code = ANY(%(codes)s)
+     AND pr.currency IN (SELECT c.currency FROM billing_customer c
+                         WHERE c.account_number = ANY(%(accounts)s))
+     AND pr.effective_from <= %(latest)s
+     AND (pr.effective_to IS NULL OR pr.effective_to > %(earliest)s)),
+  (SELECT coalesce(json_agg(json_build_object(
+            'id', e.id, 'customer_id', e.customer_id, 'event_id', e.event_id,
+            'status', e.status, 'fingerprint', e.fingerprint, 'response', e.response)), '[]')
+   FROM billing_usageevent e JOIN billing_customer c ON c.id = e.customer_id
+   WHERE c.account_number = ANY(%(accounts)s) AND e.event_id = ANY(%(event_ids)s))
+"""
+
+
 @dataclass
 class _Lookups:
-    """Everything a batch needs from the database, read once."""
+    """Everything a batch needs from the database, read once (`LOOKUP_SQL`)."""
 
     api_key: ApiKey | None
     customers: dict[str, Customer] = field(default_factory=dict)
     products: dict[str, ProductItem] = field(default_factory=dict)
     prices: dict[tuple[int, str], list[Price]] = field(default_factory=dict)
     earlier: dict[tuple[int, str], UsageEvent] = field(default_factory=dict)
-    wallets: dict[tuple[int, str], int] = field(default_factory=dict)
+    wallets: dict[int, int] = field(default_factory=dict)  # customer id → wallet id
     now: datetime = field(default_factory=timezone.now)
 
     @classmethod
     def for_events(cls, events: Sequence[UsageInput], *, api_key: ApiKey | None) -> _Lookups:
         found = cls(api_key=api_key)
-        numbers = {e.customer for e in events if isinstance(e.customer, str)}
-        found.customers = {
-            c.account_number: c
-            for c in [e.customer for e in events if isinstance(e.customer, Customer)]
-            + list(Customer.objects.filter(account_number__in=numbers))
-        }
-        codes = {e.product for e in events if isinstance(e.product, str)}
-        found.products = {
-            p.code: p
-            for p in [e.product for e in events if isinstance(e.product, ProductItem)]
-            + list(ProductItem.objects.filter(code__in=codes))
-        }
-        customers = list(found.customers.values())
-        if not customers or not found.products:
-            return found
-        currencies = {c.currency for c in customers}
+        accounts = {a for e in events if (a := _account_number(e.customer))}
+        codes = {c for e in events if (c := _product_code(e.product))}
         times = [found.now] + [
             e.timestamp
             for e in events
             if isinstance(e.timestamp, datetime) and timezone.is_aware(e.timestamp)
         ]
-        earliest, latest = min(times), max(times)
-        prices = (
-            Price.objects.filter(
-                product_item__in=found.products.values(),
-                currency__in=currencies,
-                effective_from__lte=latest,
-            )
-            .filter(Q(effective_to__isnull=True) | Q(effective_to__gt=earliest))
-            .order_by()
-        )
-        for price in prices:
+        params = {
+            "accounts": sorted(accounts),
+            "codes": sorted(codes),
+            "event_ids": sorted({e.event_id for e in events if isinstance(e.event_id, str)}),
+            "earliest": min(times),
+            "latest": max(times),
+        }
+        with _prepared_cursor() as cursor:
+            cursor.execute(LOOKUP_SQL, params, prepare=True)
+            row = cursor.fetchone()
+        assert row is not None
+        customers, products, prices, earlier = row
+        for c in customers:
+            wallet_id = c.pop("wallet_id")
+            customer = _loaded(Customer, c)
+            found.customers[customer.account_number] = customer
+            if wallet_id is not None:
+                found.wallets[customer.pk] = wallet_id
+        for p in products:
+            found.products[p["code"]] = _loaded(ProductItem, p)
+        for pr in prices:
+            pr["unit_price"] = Decimal(pr["unit_price"])
+            for name in ("effective_from", "effective_to"):
+                pr[name] = datetime.fromisoformat(pr[name]) if pr[name] else None
+            price = _loaded(Price, pr)
             found.prices.setdefault((price.product_item_id, price.currency), []).append(price)
-        ids = {e.event_id for e in events if isinstance(e.event_id, str)}
-        for earlier in UsageEvent.objects.filter(customer__in=customers, event_id__in=ids):
-            found.earlier[(earlier.customer_id, earlier.event_id)] = earlier
-        for wallet_id, customer_id, currency in Wallet.objects.filter(
-            customer__in=customers
-        ).values_list("id", "customer_id", "currency"):
-            found.wallets[(customer_id, currency)] = wallet_id
+        for e in earlier:
+            event = _loaded(UsageEvent, e)
+            found.earlier[(event.customer_id, event.event_id)] = event
         return found
+
+
+M = TypeVar("M", bound=Model)
+
+
+def _loaded(model: type[M], values: dict[str, Any]) -> M:
+    """A model instance from some of its columns, as the ORM makes one: the other
+    fields are deferred (loaded on access), so it is safe to pass around."""
+    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
+    return model.from_db(connection.alias, names, [values[name] for name in names])
+
+
+def _account_number(value: Any) -> str | None:
+    if isinstance(value, Customer):
+        return value.account_number
+    return value if isinstance(value, str) and value else None
+
+
+def _product_code(value: Any) -> str | None:
+    if isinstance(value, ProductItem):
+        return value.code
+    return value if isinstance(value, str) and value else None
+
+
+@contextmanager
+def _prepared_cursor() -> Iterator[psycopg.Cursor]:
+    """A cursor on Django's own connection whose statements PostgreSQL plans once
+    per connection (`prepare=True`), as wallets.services does for the draw-down."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
 
 
 @dataclass(frozen=True)
@@ -388,7 +449,7 @@ def _prepare(raw: UsageInput, found: _Lookups) -> _Rated | UsageOutcome:
         price=price,
         amount=amount,
         fingerprint=fingerprint,
-        wallet_id=found.wallets.get((customer.pk, customer.currency)),
+        wallet_id=found.wallets.get(customer.pk),
         earlier=earlier,
     )
 
@@ -413,15 +474,14 @@ def _event_id(value: Any, problems: list[FieldProblem]) -> str | None:
 
 
 def _customer(value: Any, found: _Lookups, problems: list[FieldProblem]) -> Customer | None:
-    if isinstance(value, Customer):
-        customer: Customer | None = value
-    elif isinstance(value, str) and value:
-        customer = found.customers.get(value)
+    if isinstance(value, Customer | str) and value:
+        customer = found.customers.get(_account_number(value) or "")
     else:
         problems.append(FieldProblem("customer", "send the customer's account number."))
         return None
     if customer is None or (found.api_key is not None and not found.api_key.may_see(customer)):
-        problems.append(FieldProblem("customer", f"no customer with account number {value!r}."))
+        number = _account_number(value)
+        problems.append(FieldProblem("customer", f"no customer with account number {number!r}."))
         return None
     if customer.status != Customer.Status.ACTIVE:
         problems.append(
@@ -436,15 +496,15 @@ def _customer(value: Any, found: _Lookups, problems: list[FieldProblem]) -> Cust
 
 
 def _product(value: Any, found: _Lookups, problems: list[FieldProblem]) -> ProductItem | None:
-    if isinstance(value, ProductItem):
-        product: ProductItem | None = value
-    elif isinstance(value, str) and value:
-        product = found.products.get(value)
+    if isinstance(value, ProductItem | str) and value:
+        product = found.products.get(_product_code(value) or "")
     else:
         problems.append(FieldProblem("product", "send the product item's code, e.g. 'api-calls'."))
         return None
     if product is None:
-        problems.append(FieldProblem("product", f"no product item with code {value!r}."))
+        problems.append(
+            FieldProblem("product", f"no product item with code {_product_code(value)!r}.")
+        )
         return None
     if not product.active:
         problems.append(
@@ -569,104 +629,139 @@ def _replay(earlier: UsageEvent, fingerprint: str) -> UsageOutcome:
 def _book(
     rated: list[tuple[int, _Rated]], *, actor: Actor, api_key: ApiKey | None
 ) -> list[tuple[int, UsageOutcome | UsageError]]:
-    """Book rated events, wallet by wallet, keeping each wallet's events in the
-    order they were sent."""
-    by_wallet: dict[int | None, list[tuple[int, _Rated]]] = defaultdict(list)
+    """Book rated events customer by customer (one wallet each), keeping each
+    customer's events in the order they were sent."""
+    by_customer: dict[int, list[tuple[int, _Rated]]] = defaultdict(list)
     for index, event in rated:
-        by_wallet[event.wallet_id].append((index, event))
+        by_customer[event.customer.pk].append((index, event))
     results: list[tuple[int, UsageOutcome | UsageError]] = []
-    for events in by_wallet.values():
+    for events in by_customer.values():
         results.extend(_book_wallet_events(events, actor=actor, api_key=api_key))
     return results
+
+
+class _Replay:
+    """Marker: this event was booked before (by an earlier event in the batch or a
+    concurrent request); answer as that booking did once it is committed."""
+
+
+REPLAY = _Replay()
 
 
 def _book_wallet_events(
     events: list[tuple[int, _Rated]], *, actor: Actor, api_key: ApiKey | None
 ) -> list[tuple[int, UsageOutcome | UsageError]]:
-    """Book one wallet's events in order. Today: one draw-down (one lock, one
-    commit) per event. This is the one place to switch to a batch draw-down (one
-    lock and a few bulk statements for all of them)."""
-    return [(index, _book_one(event, actor=actor, api_key=api_key)) for index, event in events]
+    """Book one customer's events, in order, in one database transaction: each
+    event is one `draw_down` (a savepoint of its own, so a refused event leaves the
+    others booked), then all usage event rows are written at once.
 
-
-class _AlreadyBooked(Exception):
-    """Another request booked this event first (found under the wallet lock)."""
-
-
-def _book_one(event: _Rated, *, actor: Actor, api_key: ApiKey | None) -> UsageOutcome | UsageError:
-    wallet_id = event.wallet_id
-    if wallet_id is None:
-        wallet_id = services.open_wallet(customer=event.customer).pk
-    try:
-        with transaction.atomic(durable=True):
-            if event.amount == 0:
-                # Free usage (a zero price): recorded and invoiced, nothing to draw.
-                draw = None
-            else:
-                draw = services.draw_down(
-                    wallet=wallet_id,
-                    amount=event.amount,
-                    actor=actor,
-                    idempotency_key=event.ledger_key,
-                    item_id=event.product.pk,
-                    dimensions=event.dimensions,
-                    at=event.timestamp,
-                    memo=f"{event.product.name}: {decimal_text(event.quantity)} "
-                    f"{event.product.unit}",
-                    reference=event.event_id,
-                    metadata={"usage_event": event.event_id, "product": event.product.code},
+    This is the one place to switch to a batch draw-down (one wallet lock and a
+    few bulk statements for all of them); everything around it stays."""
+    customer = events[0][1].customer
+    wallet_id = events[0][1].wallet_id or services.open_wallet(customer=customer).pk
+    outcomes: list[tuple[int, UsageEvent | UsageError | _Replay]] = []
+    booked: dict[str, UsageEvent] = {}
+    refused: list[tuple[_Rated, str]] = []
+    now = timezone.now()
+    with transaction.atomic(durable=True):
+        for index, event in events:
+            if event.event_id in booked:
+                outcomes.append((index, REPLAY))
+                continue
+            try:
+                draw = _draw_down(event, wallet_id=wallet_id, actor=actor)
+            except wallet_errors.InsufficientFunds as exc:
+                refused.append((event, str(exc)))
+                outcomes.append(
+                    (index, UsageRefused(str(exc), needed=exc.needed, available=exc.available))
                 )
-                if draw.replayed:
-                    raise _AlreadyBooked
-            wallet = Wallet.objects.get(pk=wallet_id)
-            response = {
-                "event_id": event.event_id,
-                "customer": event.customer.account_number,
-                "product": event.product.code,
-                "quantity": decimal_text(event.quantity),
-                "dimensions": event.dimensions,
-                "timestamp": event.timestamp.isoformat(),
-                "unit_price": decimal_text(event.price.unit_price),
-                "amount": decimal_text(event.amount),
-                "currency": event.customer.currency,
-                "from_credits": decimal_text(draw.from_credits if draw else Decimal(0)),
-                "to_debt": decimal_text(draw.to_debt if draw else Decimal(0)),
-                "grants": [
-                    {"grant_id": grant_id, "amount": decimal_text(amount)}
-                    for grant_id, amount in (draw.lots if draw else ())
-                ],
-                "transaction_id": draw.transaction_id if draw else None,
-                **_wallet_figures(wallet, event.customer.currency),
-            }
+                continue
+            except wallet_errors.IdempotencyConflict:
+                outcomes.append((index, REPLAY))  # booked before with other content
+                continue
+            except wallet_errors.WalletError as exc:
+                error = UsageError(str(exc))
+                error.status_code = exc.status_code
+                outcomes.append((index, error))
+                continue
+            if draw is not None and draw.replayed:
+                outcomes.append((index, REPLAY))
+                continue
             row = event.row(
                 status=UsageEvent.Status.BOOKED,
                 message="",
                 wallet_id=wallet_id,
                 transaction_id=draw.transaction_id if draw else None,
-                response=response,
+                response=_answer(event, draw, _wallet_figures(wallet_id)),
                 api_key=api_key,
                 actor=actor.label,
-                received_at=timezone.now(),
+                received_at=now,
             )
-            # Insert, or turn an earlier refusal of this event into the booking.
-            (saved,) = UsageEvent.objects.bulk_create(
-                [row],
+            booked[event.event_id] = row
+            outcomes.append((index, row))
+        if refused:
+            _record_refusals(refused, wallet_id=wallet_id, actor=actor, api_key=api_key, at=now)
+        if booked:
+            # Insert, or turn an earlier refusal of the same event into the booking.
+            UsageEvent.objects.bulk_create(
+                booked.values(),
                 update_conflicts=True,
                 unique_fields=["customer", "event_id"],
                 update_fields=BOOKED_FIELDS,
             )
-    except _AlreadyBooked:
-        return _booked_elsewhere(event)
-    except wallet_errors.InsufficientFunds as exc:
-        _record_refusal(event, str(exc), wallet_id=wallet_id, actor=actor, api_key=api_key)
-        return UsageRefused(str(exc), needed=exc.needed, available=exc.available)
-    except wallet_errors.IdempotencyConflict:
-        return _booked_elsewhere(event)
-    except wallet_errors.WalletError as exc:
-        error = UsageError(str(exc))
-        error.status_code = exc.status_code
-        return error
-    return UsageOutcome(saved, usage_response(saved))
+    results: list[tuple[int, UsageOutcome | UsageError]] = []
+    for (index, outcome), (_, event) in zip(outcomes, events, strict=True):
+        if isinstance(outcome, UsageEvent):
+            results.append((index, UsageOutcome(outcome, usage_response(outcome))))
+        elif isinstance(outcome, _Replay):
+            results.append((index, _booked_before(event)))
+        else:
+            results.append((index, outcome))
+    return results
+
+
+def _draw_down(event: _Rated, *, wallet_id: int, actor: Actor) -> services.DrawDown | None:
+    """Draw the event's amount from the wallet at the event's time; None for free
+    usage (a zero price: recorded and invoiced, nothing to draw)."""
+    if event.amount == 0:
+        return None
+    return services.draw_down(
+        wallet=wallet_id,
+        amount=event.amount,
+        actor=actor,
+        idempotency_key=event.ledger_key,
+        item_id=event.product.pk,
+        dimensions=event.dimensions,
+        at=event.timestamp,
+        memo=f"{event.product.name}: {decimal_text(event.quantity)} {event.product.unit}",
+        reference=event.event_id,
+        metadata={"usage_event": event.event_id, "product": event.product.code},
+    )
+
+
+def _answer(
+    event: _Rated, draw: services.DrawDown | None, figures: dict[str, str]
+) -> dict[str, Any]:
+    """The API answer for a booked event (stored, and returned again on replay)."""
+    return {
+        "event_id": event.event_id,
+        "customer": event.customer.account_number,
+        "product": event.product.code,
+        "quantity": decimal_text(event.quantity),
+        "dimensions": event.dimensions,
+        "timestamp": event.timestamp.isoformat(),
+        "unit_price": decimal_text(event.price.unit_price),
+        "amount": decimal_text(event.amount),
+        "currency": event.customer.currency,
+        "from_credits": decimal_text(draw.from_credits if draw else Decimal(0)),
+        "to_debt": decimal_text(draw.to_debt if draw else Decimal(0)),
+        "grants": [
+            {"grant_id": grant_id, "amount": decimal_text(amount)}
+            for grant_id, amount in (draw.lots if draw else ())
+        ],
+        "transaction_id": draw.transaction_id if draw else None,
+        **figures,
+    }
 
 
 BOOKED_FIELDS = [
@@ -690,8 +785,8 @@ BOOKED_FIELDS = [
 ]
 
 
-def _booked_elsewhere(event: _Rated) -> UsageOutcome | UsageError:
-    """A concurrent request booked this event id first: answer as it did."""
+def _booked_before(event: _Rated) -> UsageOutcome | UsageError:
+    """Answer as the booking of this event id did (or 409 if its content differs)."""
     earlier = UsageEvent.objects.filter(customer=event.customer, event_id=event.event_id).first()
     if earlier is None or earlier.status == UsageEvent.Status.REFUSED:
         return UsageConflict(
@@ -704,25 +799,28 @@ def _booked_elsewhere(event: _Rated) -> UsageOutcome | UsageError:
         return exc
 
 
-def _record_refusal(
-    event: _Rated, message: str, *, wallet_id: int, actor: Actor, api_key: ApiKey | None
+def _record_refusals(
+    refused: list[tuple[_Rated, str]],
+    *,
+    wallet_id: int,
+    actor: Actor,
+    api_key: ApiKey | None,
+    at: datetime,
 ) -> None:
-    """Keep a visible record of the refusal; never overwrite a booking that a
-    concurrent request made in the meantime."""
-    fields = {
-        "message": message,
-        "wallet_id": wallet_id,
-        "api_key": api_key,
-        "actor": actor.label,
-        "received_at": timezone.now(),
-    }
-    with transaction.atomic(durable=True):
-        UsageEvent.objects.bulk_create(
-            [event.row(status=UsageEvent.Status.REFUSED, **fields)], ignore_conflicts=True
-        )
+    """Keep a visible record of each refusal (the latest attempt wins); never
+    overwrite a booking of the same event."""
+    common = {"wallet_id": wallet_id, "api_key": api_key, "actor": actor.label, "received_at": at}
+    UsageEvent.objects.bulk_create(
+        [
+            event.row(status=UsageEvent.Status.REFUSED, message=message, **common)
+            for event, message in refused
+        ],
+        ignore_conflicts=True,
+    )
+    for event, message in refused:
         UsageEvent.objects.filter(
             customer=event.customer, event_id=event.event_id, status=UsageEvent.Status.REFUSED
-        ).update(
+        ).exclude(fingerprint=event.fingerprint, message=message).update(
             product_item=event.product,
             quantity=event.quantity,
             dimensions=event.dimensions,
@@ -731,17 +829,37 @@ def _record_refusal(
             unit_price=event.price.unit_price,
             amount=event.amount,
             fingerprint=event.fingerprint,
-            **fields,
+            message=message,
+            **common,
         )
 
 
 # --- reading wallets for answers ------------------------------------------------------
 
 
-def _wallet_figures(wallet: Wallet | None, currency: str) -> dict[str, str]:
-    if wallet is None:
-        zero = "0"
-        return {"credit_balance": zero, "debt": zero, "available_funds": zero}
+# The wallet's figures right after a draw-down, in the same transaction (the wallet
+# is locked). A read only; `wallets.services.DrawDown` does not carry the
+# restricted balance or the limit, so the answer's available funds need this.
+WALLET_FIGURES_SQL = """
+SELECT id, credit_balance, restricted_balance, debt, credit_limit,
+       temporary_credit_increase, temporary_increase_valid_until
+FROM wallets_wallet WHERE id = %(wallet_id)s
+"""
+
+
+def _wallet_figures(wallet_id: int | None) -> dict[str, str]:
+    """Credit balance, debt and available funds of the wallet as it is now."""
+    if wallet_id is None:
+        return {"credit_balance": "0", "debt": "0", "available_funds": "0"}
+    with _prepared_cursor() as cursor:
+        cursor.execute(WALLET_FIGURES_SQL, {"wallet_id": wallet_id}, prepare=True)
+        row = cursor.fetchone()
+    assert row is not None, f"wallet {wallet_id} vanished"
+    wallet = Wallet(
+        id=row[0], credit_balance=row[1], restricted_balance=row[2], debt=row[3],
+        credit_limit=row[4], temporary_credit_increase=row[5],
+        temporary_increase_valid_until=row[6],
+    )  # fmt: skip
     return {
         "credit_balance": decimal_text(wallet.credit_balance),
         "debt": decimal_text(wallet.debt),
