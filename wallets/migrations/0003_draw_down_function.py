@@ -42,9 +42,11 @@ DECLARE
     v_room numeric;
     v_earlier_id bigint;
     v_earlier_hash text;
+    v_restricted_after numeric;
 BEGIN
     -- 1. Lock the wallet: every change to its balances happens under this lock.
-    PERFORM 1 FROM wallets_wallet WHERE id = p_wallet_id FOR UPDATE;
+    -- (A locked row is read in its latest version; `w` is then kept current below.)
+    SELECT * INTO w FROM wallets_wallet WHERE id = p_wallet_id FOR UPDATE;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 0, 'no_wallet'::text, NULL::bigint, NULL::numeric, NULL::numeric,
                             NULL::numeric, NULL::json, NULL::numeric, NULL::text, NULL::text;
@@ -66,9 +68,6 @@ BEGIN
             CONTINUE;
         END IF;
 
-        -- The wallet as it is now (it is ours: locked above; earlier events of this
-        -- batch have moved its balances).
-        SELECT * INTO w FROM wallets_wallet WHERE id = p_wallet_id;
         IF v_revenue IS NULL THEN
             SELECT a.id INTO v_revenue FROM wallets_account a
             WHERE a.kind = 'system' AND a.code = 'usage_revenue' AND a.currency = w.currency;
@@ -84,7 +83,6 @@ BEGIN
         -- wallets.services.draw_order), take what the amount needs from each, and
         -- write the transaction, entries, lots, grants and wallet. What the grants
         -- cannot cover becomes debt if the limit allows; otherwise nothing is written.
-        RETURN QUERY
         WITH usable AS (
             SELECT g.id, g.account_id, g.remaining, g.restricted,
                    SUM(g.remaining) OVER draw_order - g.remaining AS before
@@ -146,8 +144,16 @@ BEGIN
         SELECT ev.ord, CASE WHEN tx.id IS NULL THEN 'insufficient' ELSE 'ok' END,
                tx.id, d.covered, tx.balance_after, tx.debt_after,
                (SELECT json_agg(json_build_array(t.id, t.take::text)) FROM takes t),
-               v_room, w.currency::text, NULL::text
+               v_room, w.currency::text, NULL::text, tx.restricted_after
+        INTO out_ord, out_outcome, out_tx_id, out_covered, out_balance_after, out_debt_after,
+             out_lots, out_debt_room, out_currency, out_earlier_hash, v_restricted_after
         FROM decision d LEFT JOIN tx ON true;
+        IF out_outcome = 'ok' THEN  -- the next event of the batch sees this one
+            w.credit_balance := out_balance_after;
+            w.restricted_balance := v_restricted_after;
+            w.debt := out_debt_after;
+        END IF;
+        RETURN NEXT;
     END LOOP;
 END
 $fn$;
