@@ -433,7 +433,8 @@ def grant_credit(
         legs = [] if pending else _funding_legs(locked, grant, apply_to_debt=apply_to_debt)
         tx = _post(
             wallet=locked, kind=Kind.GRANT, legs=legs, grants=[grant], key=key,
-            request_hash=request_hash, actor=actor, amount=amount, memo=memo or name,
+            request_hash=request_hash, actor=actor, amount=amount,
+            memo=memo or (f"{name} (awaiting payment, not yet usable)" if pending else name),
             reference=source_id, metadata={"grant": grant.pk, "pending": pending},
         )  # fmt: skip
         grant.issued_by = tx

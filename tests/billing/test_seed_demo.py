@@ -29,5 +29,8 @@ def test_seed_demo_is_idempotent_and_gives_every_customer_a_login():
 
     assert LedgerTransaction.objects.filter(kind="usage").count() >= 10
     assert CreditGrant.objects.filter(status="pending").exists()
-    assert Wallet.objects.filter(debt__gt=0).exists() and Wallet.objects.filter(credit_balance__gt=0).exists()
+    assert (
+        Wallet.objects.filter(debt__gt=0).exists()
+        and Wallet.objects.filter(credit_balance__gt=0).exists()
+    )
     assert find_problems() == []
