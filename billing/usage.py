@@ -1,0 +1,758 @@
+"""Usage events: rate each one by the catalogue and draw it down from the
+customer's wallet in real time (Amberflo: "usage is drawn down against the
+Wallet balance in real time").
+
+Rules:
+- Rating: the price in force at the event's timestamp, in the customer's
+  currency, whose dimension values all match the event; the most specific one
+  wins, then the latest effective (`Price.best_for`). amount = quantity × unit
+  price, rounded ROUND_HALF_UP to 6 decimal places (the ledger's precision),
+  once per event.
+- Idempotency: `event_id` is unique per customer, whichever API key sends it.
+  The ledger key is `usage:<customer id>:<event id>`, so two requests racing
+  with the same event book once (they meet at the wallet lock / the ledger's
+  unique key) and both get the first answer. The same event id with a different
+  product, quantity, dimensions or timestamp is a conflict (409).
+- A refused event (insufficient funds) is recorded with status `refused` so
+  staff can see it, but nothing was booked: sending it again after a top-up
+  tries again. A booked (or reversed) event is never booked twice.
+- Draw-down uses the event's timestamp as business time: grants effective and
+  not expired at that moment pay for it, and conditional grants only for usage
+  that matches their product item and dimensions (`wallets.services.draw_down`).
+- Bad input is refused with one `FieldProblem` per field, before anything is
+  written; in a batch each event stands alone.
+
+Every ledger write goes through `wallets.services`; this module only records
+`UsageEvent` rows and reads wallets for the answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from billing.errors import (
+    FieldProblem,
+    UsageConflict,
+    UsageError,
+    UsageNotFound,
+    UsageNotReversible,
+    UsageRefused,
+    UsageRejected,
+)
+from billing.models import (
+    RATE_PLACES,
+    ApiKey,
+    Customer,
+    Price,
+    ProductItem,
+    UsageEvent,
+    clean_dimensions,
+)
+from wallets import errors as wallet_errors
+from wallets import services
+from wallets.actors import Actor
+from wallets.models import LedgerTransaction, Wallet
+
+QUANTUM = Decimal(1).scaleb(-RATE_PLACES)  # 0.000001, the ledger's precision
+ROUNDING = ROUND_HALF_UP
+MAX_QUANTITY = Decimal("1e12")
+MAX_AMOUNT = Decimal("1e15")  # wallets.services refuses larger amounts
+MAX_EVENT_ID_LENGTH = 200  # + "usage:<customer id>:" stays within the ledger's 255
+
+
+# --- input and output ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageInput:
+    """One usage event as sent. `customer` is an account number (or a Customer),
+    `product` a product item code (or a ProductItem); `timestamp` None means now."""
+
+    event_id: Any
+    customer: Any
+    product: Any
+    quantity: Any
+    dimensions: Any = None
+    timestamp: Any = None
+
+
+@dataclass(frozen=True)
+class UsageOutcome:
+    """A booked event: `response` is the API answer (JSON-ready), `replayed` says
+    whether this call found it already booked."""
+
+    event: UsageEvent
+    response: dict[str, Any]
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class ReversalOutcome:
+    event: UsageEvent
+    response: dict[str, Any]
+    replayed: bool = False
+
+
+def rate(quantity: Decimal, unit_price: Decimal) -> Decimal:
+    """quantity × unit price, rounded half up to the ledger's 6 decimal places."""
+    return (quantity * unit_price).quantize(QUANTUM, rounding=ROUNDING)
+
+
+def decimal_text(value: Decimal) -> str:
+    """A decimal as plain text without trailing zeros or exponent ("1.5", "100")."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+# --- the flows -------------------------------------------------------------------------
+
+
+def record_usage(*, event: UsageInput, actor: Actor, api_key: ApiKey | None = None) -> UsageOutcome:
+    """Rate one event and draw it down. Raises a `UsageError` (nothing booked):
+    `UsageRejected` (422, bad input), `UsageRefused` (402, insufficient funds),
+    `UsageConflict` (409, event id reused for another event)."""
+    (result,) = record_usage_batch(events=[event], actor=actor, api_key=api_key)
+    if isinstance(result, UsageError):
+        raise result
+    return result
+
+
+def record_usage_batch(
+    *, events: Sequence[UsageInput], actor: Actor, api_key: ApiKey | None = None
+) -> list[UsageOutcome | UsageError]:
+    """Rate and draw down many events; one result per event, in order: a
+    `UsageOutcome`, or the `UsageError` that says why that event was not booked.
+    Valid events are booked even when others in the batch are not.
+
+    Lookups (customers, products, prices, earlier events, wallets) are done once
+    for the whole batch; booking happens per wallet in `_book_wallet_events`."""
+    limit = settings.USAGE_BATCH_MAX_EVENTS
+    if not events:
+        raise UsageRejected([FieldProblem("events", "send at least one event.")])
+    if len(events) > limit:
+        raise UsageRejected(
+            [
+                FieldProblem(
+                    "events",
+                    f"a batch holds at most {limit} events, got {len(events)}; "
+                    "split it into smaller batches.",
+                )
+            ]
+        )
+    catalogue = _Lookups.for_events(events, api_key=api_key)
+    results: list[UsageOutcome | UsageError | None] = [None] * len(events)
+    to_book: list[tuple[int, _Rated]] = []
+    for index, raw in enumerate(events):
+        try:
+            prepared = _prepare(raw, catalogue)
+        except UsageError as exc:
+            results[index] = exc
+            continue
+        if isinstance(prepared, UsageOutcome):
+            results[index] = prepared
+        else:
+            to_book.append((index, prepared))
+    for index, outcome in _book(to_book, actor=actor, api_key=api_key):
+        results[index] = outcome
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
+
+
+def reverse_usage(*, event: UsageEvent | int, actor: Actor) -> ReversalOutcome:
+    """Undo a booked event: the ledger reverses its draw-down (credit goes back to
+    the very grants it came from, with their original expiry; debt it created is
+    cancelled) and the event is marked reversed. Nothing is edited in place.
+    Reversing again returns the first answer."""
+    event_pk = event.pk if isinstance(event, UsageEvent) else event
+    with transaction.atomic(durable=True):
+        try:
+            locked = (
+                UsageEvent.objects.select_for_update(of=("self",))
+                .select_related("customer", "product_item")
+                .get(pk=event_pk)
+            )
+        except UsageEvent.DoesNotExist:
+            raise UsageNotFound(f"usage event {event_pk} does not exist.") from None
+        if locked.status == UsageEvent.Status.REVERSED:
+            return ReversalOutcome(locked, locked.reversal_response, replayed=True)
+        if locked.status == UsageEvent.Status.REFUSED:
+            raise UsageNotReversible(
+                f"usage event {locked.event_id!r} was refused, so nothing was booked and "
+                "there is nothing to reverse."
+            )
+        lots: list[tuple[int, Decimal]] = []
+        reversal_id = None
+        if locked.transaction_id is not None:
+            try:
+                reversal = services.reverse(
+                    transaction_id=locked.transaction_id,
+                    actor=actor,
+                    idempotency_key=f"usage-reversal:{locked.customer_id}:{locked.event_id}",
+                    memo=f"Reversal of usage event {locked.event_id}",
+                )
+            except wallet_errors.WalletError as exc:
+                raise UsageNotReversible(str(exc)) from None
+            reversal_id = reversal.pk
+            lots = [(grant_id, -amount) for grant_id, amount in _lots(reversal) if amount < 0]
+        now = timezone.now()
+        locked.status = UsageEvent.Status.REVERSED
+        locked.reversed_at = now
+        locked.reversed_by = actor.label
+        locked.reversal_transaction_id = reversal_id
+        wallet = Wallet.objects.get(pk=locked.wallet_id) if locked.wallet_id else None
+        locked.reversal_response = {
+            "id": locked.pk,
+            "event_id": locked.event_id,
+            "status": locked.status,
+            "amount": decimal_text(locked.amount),
+            "currency": locked.currency,
+            "transaction_id": reversal_id,
+            "reversed_transaction_id": locked.transaction_id,
+            "grants": [
+                {"grant_id": grant_id, "amount": decimal_text(amount)} for grant_id, amount in lots
+            ],
+            "reversed_at": now.isoformat(),
+            **_wallet_figures(wallet, locked.currency),
+        }
+        locked.save(
+            update_fields=[
+                "status",
+                "reversed_at",
+                "reversed_by",
+                "reversal_transaction_id",
+                "reversal_response",
+            ]
+        )
+    return ReversalOutcome(locked, locked.reversal_response)
+
+
+def usage_response(event: UsageEvent) -> dict[str, Any]:
+    """The answer for a booked event: what was returned when it was booked, with
+    its current status."""
+    return {"id": event.pk, "status": event.status, **event.response}
+
+
+# --- preparing: validate, look up, rate ------------------------------------------------
+
+
+@dataclass
+class _Lookups:
+    """Everything a batch needs from the database, read once."""
+
+    api_key: ApiKey | None
+    customers: dict[str, Customer] = field(default_factory=dict)
+    products: dict[str, ProductItem] = field(default_factory=dict)
+    prices: dict[tuple[int, str], list[Price]] = field(default_factory=dict)
+    earlier: dict[tuple[int, str], UsageEvent] = field(default_factory=dict)
+    wallets: dict[tuple[int, str], int] = field(default_factory=dict)
+    now: datetime = field(default_factory=timezone.now)
+
+    @classmethod
+    def for_events(cls, events: Sequence[UsageInput], *, api_key: ApiKey | None) -> _Lookups:
+        found = cls(api_key=api_key)
+        numbers = {e.customer for e in events if isinstance(e.customer, str)}
+        found.customers = {
+            c.account_number: c
+            for c in [e.customer for e in events if isinstance(e.customer, Customer)]
+            + list(Customer.objects.filter(account_number__in=numbers))
+        }
+        codes = {e.product for e in events if isinstance(e.product, str)}
+        found.products = {
+            p.code: p
+            for p in [e.product for e in events if isinstance(e.product, ProductItem)]
+            + list(ProductItem.objects.filter(code__in=codes))
+        }
+        customers = list(found.customers.values())
+        if not customers or not found.products:
+            return found
+        currencies = {c.currency for c in customers}
+        times = [found.now] + [
+            e.timestamp
+            for e in events
+            if isinstance(e.timestamp, datetime) and timezone.is_aware(e.timestamp)
+        ]
+        earliest, latest = min(times), max(times)
+        prices = (
+            Price.objects.filter(
+                product_item__in=found.products.values(),
+                currency__in=currencies,
+                effective_from__lte=latest,
+            )
+            .filter(Q(effective_to__isnull=True) | Q(effective_to__gt=earliest))
+            .order_by()
+        )
+        for price in prices:
+            found.prices.setdefault((price.product_item_id, price.currency), []).append(price)
+        ids = {e.event_id for e in events if isinstance(e.event_id, str)}
+        for earlier in UsageEvent.objects.filter(customer__in=customers, event_id__in=ids):
+            found.earlier[(earlier.customer_id, earlier.event_id)] = earlier
+        for wallet_id, customer_id, currency in Wallet.objects.filter(
+            customer__in=customers
+        ).values_list("id", "customer_id", "currency"):
+            found.wallets[(customer_id, currency)] = wallet_id
+        return found
+
+
+@dataclass(frozen=True)
+class _Rated:
+    """A valid, rated event that is not booked yet."""
+
+    event_id: str
+    customer: Customer
+    product: ProductItem
+    quantity: Decimal
+    dimensions: dict[str, str]
+    timestamp: datetime
+    price: Price
+    amount: Decimal
+    fingerprint: str
+    wallet_id: int | None
+    earlier: UsageEvent | None
+
+    @property
+    def ledger_key(self) -> str:
+        return f"usage:{self.customer.pk}:{self.event_id}"
+
+    def row(self, **fields: Any) -> UsageEvent:
+        return UsageEvent(
+            customer=self.customer,
+            product_item=self.product,
+            event_id=self.event_id,
+            quantity=self.quantity,
+            dimensions=self.dimensions,
+            timestamp=self.timestamp,
+            price=self.price,
+            unit_price=self.price.unit_price,
+            amount=self.amount,
+            currency=self.customer.currency,
+            fingerprint=self.fingerprint,
+            **fields,
+        )
+
+
+def _prepare(raw: UsageInput, found: _Lookups) -> _Rated | UsageOutcome:
+    """Validate and rate one event, or find that it was booked already. Raises
+    UsageRejected with every problem found, or UsageConflict."""
+    problems: list[FieldProblem] = []
+    event_id = _event_id(raw.event_id, problems)
+    customer = _customer(raw.customer, found, problems)
+    product = _product(raw.product, found, problems)
+    quantity = _quantity(raw.quantity, problems)
+    try:
+        dimensions = clean_dimensions(raw.dimensions)
+    except ValueError as exc:
+        problems.append(FieldProblem("dimensions", str(exc)))
+        dimensions = {}
+    timestamp = _timestamp(raw.timestamp, found.now, problems)
+    if problems:
+        raise UsageRejected(problems)
+    assert event_id and customer and product and quantity is not None and timestamp
+    fingerprint = _fingerprint(product, quantity, dimensions, raw.timestamp)
+    earlier = found.earlier.get((customer.pk, event_id))
+    if earlier is not None and earlier.status != UsageEvent.Status.REFUSED:
+        return _replay(earlier, fingerprint)
+
+    price = Price.best_for(
+        found.prices.get((product.pk, customer.currency), []), dimensions=dimensions, at=timestamp
+    )
+    if price is None:
+        raise UsageRejected(
+            [
+                FieldProblem(
+                    "product",
+                    f"product item {product.code!r} has no price in {customer.currency} for "
+                    f"{_describe(dimensions)} at {timestamp.isoformat()}; staff add one in the "
+                    "admin (Product items → prices).",
+                )
+            ]
+        )
+    amount = rate(quantity, price.unit_price)
+    if amount >= MAX_AMOUNT:
+        raise UsageRejected(
+            [FieldProblem("quantity", f"this event would cost {amount}, more than one event may.")]
+        )
+    return _Rated(
+        event_id=event_id,
+        customer=customer,
+        product=product,
+        quantity=quantity,
+        dimensions=dimensions,
+        timestamp=timestamp,
+        price=price,
+        amount=amount,
+        fingerprint=fingerprint,
+        wallet_id=found.wallets.get((customer.pk, customer.currency)),
+        earlier=earlier,
+    )
+
+
+def _event_id(value: Any, problems: list[FieldProblem]) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        problems.append(
+            FieldProblem("event_id", "send a non-empty string that identifies this event.")
+        )
+        return None
+    if len(value) > MAX_EVENT_ID_LENGTH:
+        problems.append(
+            FieldProblem(
+                "event_id", f"use at most {MAX_EVENT_ID_LENGTH} characters (got {len(value)})."
+            )
+        )
+        return None
+    if not value.isprintable():
+        problems.append(FieldProblem("event_id", "must not contain control characters."))
+        return None
+    return value
+
+
+def _customer(value: Any, found: _Lookups, problems: list[FieldProblem]) -> Customer | None:
+    if isinstance(value, Customer):
+        customer: Customer | None = value
+    elif isinstance(value, str) and value:
+        customer = found.customers.get(value)
+    else:
+        problems.append(FieldProblem("customer", "send the customer's account number."))
+        return None
+    if customer is None or (found.api_key is not None and not found.api_key.may_see(customer)):
+        problems.append(FieldProblem("customer", f"no customer with account number {value!r}."))
+        return None
+    if customer.status != Customer.Status.ACTIVE:
+        problems.append(
+            FieldProblem(
+                "customer",
+                f"customer {customer.account_number} is {customer.get_status_display().lower()}; "
+                "usage is accepted only for active customers.",
+            )
+        )
+        return None
+    return customer
+
+
+def _product(value: Any, found: _Lookups, problems: list[FieldProblem]) -> ProductItem | None:
+    if isinstance(value, ProductItem):
+        product: ProductItem | None = value
+    elif isinstance(value, str) and value:
+        product = found.products.get(value)
+    else:
+        problems.append(FieldProblem("product", "send the product item's code, e.g. 'api-calls'."))
+        return None
+    if product is None:
+        problems.append(FieldProblem("product", f"no product item with code {value!r}."))
+        return None
+    if not product.active:
+        problems.append(
+            FieldProblem(
+                "product", f"product item {product.code!r} is inactive; it cannot be billed."
+            )
+        )
+        return None
+    return product
+
+
+def _quantity(value: Any, problems: list[FieldProblem]) -> Decimal | None:
+    if isinstance(value, bool | float) or value is None:
+        problems.append(
+            FieldProblem("quantity", 'send a number as a string or an integer, e.g. "2.5" or 3.')
+        )
+        return None
+    try:
+        quantity = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        problems.append(FieldProblem("quantity", f"must be a number, got {value!r}."))
+        return None
+    if not quantity.is_finite():
+        problems.append(FieldProblem("quantity", "must be a finite number."))
+    elif quantity <= 0:
+        problems.append(
+            FieldProblem(
+                "quantity",
+                f"must be greater than zero, got {decimal_text(quantity)}; to correct usage, "
+                "reverse the event instead.",
+            )
+        )
+    elif quantity != quantity.quantize(QUANTUM):
+        problems.append(
+            FieldProblem(
+                "quantity",
+                f"use at most {RATE_PLACES} decimal places (got {quantity}); round it first.",
+            )
+        )
+    elif quantity >= MAX_QUANTITY:
+        problems.append(FieldProblem("quantity", f"must be less than {MAX_QUANTITY:,.0f}."))
+    else:
+        return quantity
+    return None
+
+
+def _timestamp(value: Any, now: datetime, problems: list[FieldProblem]) -> datetime | None:
+    if value is None:
+        return now
+    if not isinstance(value, datetime):
+        problems.append(
+            FieldProblem("timestamp", "send an ISO 8601 time, e.g. 2026-11-25T10:00:00Z.")
+        )
+        return None
+    if timezone.is_naive(value):
+        problems.append(
+            FieldProblem(
+                "timestamp",
+                "add a time zone, e.g. 2026-11-25T10:00:00Z or 2026-11-25T11:00:00+01:00.",
+            )
+        )
+        return None
+    tolerance = timedelta(seconds=settings.USAGE_FUTURE_TOLERANCE_SECONDS)
+    if value > now + tolerance:
+        problems.append(
+            FieldProblem(
+                "timestamp",
+                f"{value.isoformat()} is {_ahead(value - now)} in the future; at most "
+                f"{_ahead(tolerance)} ahead is accepted. Send the time the usage happened "
+                "(and check the sender's clock).",
+            )
+        )
+        return None
+    return value
+
+
+def _ahead(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds >= 3600 * 48:
+        return f"{seconds // 86400} days"
+    if seconds >= 120:
+        return f"{seconds // 60} minutes"
+    return f"{seconds} seconds"
+
+
+def _describe(dimensions: dict[str, str]) -> str:
+    if not dimensions:
+        return "usage without dimensions"
+    return "usage with " + ", ".join(f"{k}={v}" for k, v in sorted(dimensions.items()))
+
+
+def _fingerprint(
+    product: ProductItem, quantity: Decimal, dimensions: dict[str, str], timestamp: Any
+) -> str:
+    """What identifies the event's content. A timestamp left out (= now) does not
+    count, so a retry without one still matches."""
+    payload = json.dumps(
+        [
+            product.code,
+            decimal_text(quantity),
+            sorted(dimensions.items()),
+            timestamp.isoformat() if isinstance(timestamp, datetime) else None,
+        ]
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _replay(earlier: UsageEvent, fingerprint: str) -> UsageOutcome:
+    if earlier.fingerprint != fingerprint:
+        answer = earlier.response
+        raise UsageConflict(
+            f"event_id {earlier.event_id!r} was already used for another event of this "
+            f"customer (product {answer.get('product')!r}, quantity {answer.get('quantity')}, "
+            f"timestamp {answer.get('timestamp')}); send a new event_id for a new event."
+        )
+    return UsageOutcome(earlier, usage_response(earlier), replayed=True)
+
+
+# --- booking -------------------------------------------------------------------------
+
+
+def _book(
+    rated: list[tuple[int, _Rated]], *, actor: Actor, api_key: ApiKey | None
+) -> list[tuple[int, UsageOutcome | UsageError]]:
+    """Book rated events, wallet by wallet, keeping each wallet's events in the
+    order they were sent."""
+    by_wallet: dict[int | None, list[tuple[int, _Rated]]] = defaultdict(list)
+    for index, event in rated:
+        by_wallet[event.wallet_id].append((index, event))
+    results: list[tuple[int, UsageOutcome | UsageError]] = []
+    for events in by_wallet.values():
+        results.extend(_book_wallet_events(events, actor=actor, api_key=api_key))
+    return results
+
+
+def _book_wallet_events(
+    events: list[tuple[int, _Rated]], *, actor: Actor, api_key: ApiKey | None
+) -> list[tuple[int, UsageOutcome | UsageError]]:
+    """Book one wallet's events in order. Today: one draw-down (one lock, one
+    commit) per event. This is the one place to switch to a batch draw-down (one
+    lock and a few bulk statements for all of them)."""
+    return [(index, _book_one(event, actor=actor, api_key=api_key)) for index, event in events]
+
+
+class _AlreadyBooked(Exception):
+    """Another request booked this event first (found under the wallet lock)."""
+
+
+def _book_one(event: _Rated, *, actor: Actor, api_key: ApiKey | None) -> UsageOutcome | UsageError:
+    wallet_id = event.wallet_id
+    if wallet_id is None:
+        wallet_id = services.open_wallet(customer=event.customer).pk
+    try:
+        with transaction.atomic(durable=True):
+            if event.amount == 0:
+                # Free usage (a zero price): recorded and invoiced, nothing to draw.
+                draw = None
+            else:
+                draw = services.draw_down(
+                    wallet=wallet_id,
+                    amount=event.amount,
+                    actor=actor,
+                    idempotency_key=event.ledger_key,
+                    item_id=event.product.pk,
+                    dimensions=event.dimensions,
+                    at=event.timestamp,
+                    memo=f"{event.product.name}: {decimal_text(event.quantity)} "
+                    f"{event.product.unit}",
+                    reference=event.event_id,
+                    metadata={"usage_event": event.event_id, "product": event.product.code},
+                )
+                if draw.replayed:
+                    raise _AlreadyBooked
+            wallet = Wallet.objects.get(pk=wallet_id)
+            response = {
+                "event_id": event.event_id,
+                "customer": event.customer.account_number,
+                "product": event.product.code,
+                "quantity": decimal_text(event.quantity),
+                "dimensions": event.dimensions,
+                "timestamp": event.timestamp.isoformat(),
+                "unit_price": decimal_text(event.price.unit_price),
+                "amount": decimal_text(event.amount),
+                "currency": event.customer.currency,
+                "from_credits": decimal_text(draw.from_credits if draw else Decimal(0)),
+                "to_debt": decimal_text(draw.to_debt if draw else Decimal(0)),
+                "grants": [
+                    {"grant_id": grant_id, "amount": decimal_text(amount)}
+                    for grant_id, amount in (draw.lots if draw else ())
+                ],
+                "transaction_id": draw.transaction_id if draw else None,
+                **_wallet_figures(wallet, event.customer.currency),
+            }
+            row = event.row(
+                status=UsageEvent.Status.BOOKED,
+                message="",
+                wallet_id=wallet_id,
+                transaction_id=draw.transaction_id if draw else None,
+                response=response,
+                api_key=api_key,
+                actor=actor.label,
+                received_at=timezone.now(),
+            )
+            # Insert, or turn an earlier refusal of this event into the booking.
+            (saved,) = UsageEvent.objects.bulk_create(
+                [row],
+                update_conflicts=True,
+                unique_fields=["customer", "event_id"],
+                update_fields=BOOKED_FIELDS,
+            )
+    except _AlreadyBooked:
+        return _booked_elsewhere(event)
+    except wallet_errors.InsufficientFunds as exc:
+        _record_refusal(event, str(exc), wallet_id=wallet_id, actor=actor, api_key=api_key)
+        return UsageRefused(str(exc), needed=exc.needed, available=exc.available)
+    except wallet_errors.IdempotencyConflict:
+        return _booked_elsewhere(event)
+    except wallet_errors.WalletError as exc:
+        error = UsageError(str(exc))
+        error.status_code = exc.status_code
+        return error
+    return UsageOutcome(saved, usage_response(saved))
+
+
+BOOKED_FIELDS = [
+    "product_item",
+    "quantity",
+    "dimensions",
+    "timestamp",
+    "price",
+    "unit_price",
+    "amount",
+    "currency",
+    "status",
+    "message",
+    "wallet_id",
+    "transaction_id",
+    "fingerprint",
+    "response",
+    "api_key",
+    "actor",
+    "received_at",
+]
+
+
+def _booked_elsewhere(event: _Rated) -> UsageOutcome | UsageError:
+    """A concurrent request booked this event id first: answer as it did."""
+    earlier = UsageEvent.objects.filter(customer=event.customer, event_id=event.event_id).first()
+    if earlier is None or earlier.status == UsageEvent.Status.REFUSED:
+        return UsageConflict(
+            f"the ledger already holds a booking under this event's key ({event.ledger_key!r}) "
+            "but no usage event records it; send a new event_id and tell staff."
+        )
+    try:
+        return _replay(earlier, event.fingerprint)
+    except UsageConflict as exc:
+        return exc
+
+
+def _record_refusal(
+    event: _Rated, message: str, *, wallet_id: int, actor: Actor, api_key: ApiKey | None
+) -> None:
+    """Keep a visible record of the refusal; never overwrite a booking that a
+    concurrent request made in the meantime."""
+    fields = {
+        "message": message,
+        "wallet_id": wallet_id,
+        "api_key": api_key,
+        "actor": actor.label,
+        "received_at": timezone.now(),
+    }
+    with transaction.atomic(durable=True):
+        UsageEvent.objects.bulk_create(
+            [event.row(status=UsageEvent.Status.REFUSED, **fields)], ignore_conflicts=True
+        )
+        UsageEvent.objects.filter(
+            customer=event.customer, event_id=event.event_id, status=UsageEvent.Status.REFUSED
+        ).update(
+            product_item=event.product,
+            quantity=event.quantity,
+            dimensions=event.dimensions,
+            timestamp=event.timestamp,
+            price=event.price,
+            unit_price=event.price.unit_price,
+            amount=event.amount,
+            fingerprint=event.fingerprint,
+            **fields,
+        )
+
+
+# --- reading wallets for answers ------------------------------------------------------
+
+
+def _wallet_figures(wallet: Wallet | None, currency: str) -> dict[str, str]:
+    if wallet is None:
+        zero = "0"
+        return {"credit_balance": zero, "debt": zero, "available_funds": zero}
+    return {
+        "credit_balance": decimal_text(wallet.credit_balance),
+        "debt": decimal_text(wallet.debt),
+        "available_funds": decimal_text(wallet.available_funds()),
+    }
+
+
+def _lots(tx: LedgerTransaction) -> list[tuple[int, Decimal]]:
+    return list(tx.lots.order_by("id").values_list("grant_id", "amount"))
