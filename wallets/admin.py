@@ -79,6 +79,7 @@ def run_confirmed(
     action: str,
     perform: Any,
     form_class: type[forms.Form] | None = None,
+    expected: tuple[type[Exception], ...] = (errors.WalletError,),
 ) -> HttpResponse | None:
     """The shape of django's delete_selected: show what will happen, ask to confirm
     (and for any input the service needs), then call the service once per object,
@@ -89,7 +90,7 @@ def run_confirmed(
         for obj in queryset:
             try:
                 message = perform(obj, form.cleaned_data if form else {})
-            except errors.WalletError as exc:
+            except expected as exc:
                 modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
                 continue
             modeladmin.log_change(request, obj, message)

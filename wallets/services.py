@@ -884,6 +884,52 @@ def settle_debt(
     return _once(key, request_hash, book, lambda earlier: earlier)
 
 
+def round_debt(
+    *,
+    wallet: Wallet | int,
+    difference: Decimal | str,
+    actor: Actor,
+    idempotency_key: str,
+    memo: str = "",
+) -> LedgerTransaction | None:
+    """A document billed debt in whole cents: book the difference between the exact
+    debt (6 places) and what was billed to the `rounding` account, so the ledger
+    agrees with the invoice. Positive: billed more (receivable up); negative: less."""
+    try:
+        diff = Decimal(difference)
+    except (InvalidOperation, TypeError, ValueError):
+        raise errors.InvalidAmount(f"difference must be a number, got {difference!r}.") from None
+    if abs(diff) >= 1 or diff != diff.quantize(QUANTUM):
+        raise errors.InvalidAmount(
+            f"a rounding difference is less than 1 with at most 6 decimals, got {diff}."
+        )
+    if diff == 0:
+        return None
+    key = _key(idempotency_key)
+    wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
+    request_hash = _request_hash("round_debt", wallet=wallet_id, difference=diff)
+
+    def book() -> LedgerTransaction:
+        locked = _lock_wallet(wallet_id)
+        earlier = _existing(key, request_hash)
+        if earlier is not None:
+            return earlier
+        rounding = system_account(Code.ROUNDING, locked.currency).pk
+        if diff < 0 and -diff > locked.debt:
+            raise errors.InvalidAmount(f"cannot round off {-diff}: the debt is only {locked.debt}.")
+        leg = (
+            Leg(locked.receivable_account_id, rounding, diff)
+            if diff > 0
+            else Leg(rounding, locked.receivable_account_id, -diff)
+        )
+        return _post(
+            wallet=locked, kind=Kind.ROUNDING, legs=[leg], grants=[], key=key, request_hash=request_hash,
+            actor=actor, amount=abs(diff), memo=memo or "Rounding to the cent billed",
+        )  # fmt: skip
+
+    return _once(key, request_hash, book, lambda earlier: earlier)
+
+
 # --- transfers --------------------------------------------------------------------
 
 
@@ -978,6 +1024,7 @@ REVERSIBLE = {
     Kind.TRANSFER,
     Kind.DEBT_PAYMENT,
     Kind.DEBT_SETTLEMENT,
+    Kind.ROUNDING,
 }
 
 
