@@ -40,7 +40,15 @@ def test_void_action_asks_for_a_reason_then_returns_the_credit(staff, invoice):
     url = "/admin/invoices/invoice/"
     page = staff.post(url, {"action": "void_invoices", "_selected_action": [invoice.pk]})
     assert "Void invoices" in page.content.decode() and "reason" in page.content.decode()
-    again = staff.post(url, {"action": "void_invoices", "_selected_action": [invoice.pk], "confirm": "yes", "reason": ""})
+    again = staff.post(
+        url,
+        {
+            "action": "void_invoices",
+            "_selected_action": [invoice.pk],
+            "confirm": "yes",
+            "reason": "",
+        },
+    )
     assert "This field is required" in again.content.decode()
     invoice.refresh_from_db()
     assert invoice.status == "issued"
@@ -48,4 +56,6 @@ def test_void_action_asks_for_a_reason_then_returns_the_credit(staff, invoice):
                             "reason": "duplicate"}, follow=True)  # fmt: skip
     assert "Voided 1 item(s)" in done.content.decode()
     invoice.refresh_from_db()
-    assert invoice.status == "void" and invoice.customer.wallets.get().credit_balance == Decimal("10")
+    assert invoice.status == "void" and invoice.customer.wallets.get().credit_balance == Decimal(
+        "10"
+    )
