@@ -659,7 +659,8 @@ def draw_down_batch(
     every charge stands alone, as if sent separately in that order."""
     wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
     results: list[DrawDown | errors.WalletError | None] = [None] * len(charges)
-    events, hashes = [], {}
+    events: list[dict[str, Any]] = []
+    hashes: dict[int, tuple[str, Decimal]] = {}
     now = timezone.now()
     for ord_, charge in enumerate(charges):
         try:
@@ -668,7 +669,7 @@ def draw_down_batch(
             results[ord_] = exc
             continue
         event["ord"] = ord_
-        hashes[ord_] = event["request_hash"]
+        hashes[ord_] = (event["request_hash"], Decimal(event["amount"]))
         events.append(event)
     if events:
         try:
@@ -684,7 +685,7 @@ def draw_down_batch(
                 for row in _call_draw_down_or_replay(wallet_id, event, actor, now)
             ]
         for row in rows:
-            results[row[0]] = _draw_down_outcome(row, charges[row[0]], hashes.get(row[0]))
+            results[row[0]] = _draw_down_outcome(row, charges[row[0]], hashes[row[0]])
     return [r if r is not None else errors.WalletError("not processed") for r in results]
 
 
@@ -744,11 +745,12 @@ def _call_draw_down_or_replay(
 
 
 def _draw_down_outcome(
-    row: tuple, charge: UsageCharge, request_hash: str | None
+    row: tuple, charge: UsageCharge, sent: tuple[str, Decimal]
 ) -> DrawDown | errors.WalletError:
     ord_, outcome, tx_id, covered, balance_after, debt_after, lots, room, currency, earlier_hash = (
         row
     )
+    request_hash, amount = sent  # as validated and sent
     if outcome == "no_wallet":
         return errors.WalletNotFound("wallet does not exist.")
     if outcome == "replay":
@@ -758,7 +760,6 @@ def _draw_down_outcome(
                 f"request (transaction #{tx_id}); use a new key."
             )
         return _draw_down_result(tx_id, replayed=True)
-    amount = _money(charge.amount)
     if outcome == "insufficient":
         return errors.InsufficientFunds(
             f"insufficient funds: this usage costs {amount} {currency} but the wallet can cover "

@@ -249,3 +249,11 @@ def test_temporary_increase_counts_until_valid_until(wallet, grant, ledger_ok):
             services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="u2")
     wallet.refresh_from_db()
     assert wallet.debt == D("14")
+
+
+@pytest.mark.django_db
+def test_a_replay_answers_even_when_the_wallet_could_not_afford_it_now(wallet, grant):
+    grant(wallet, "1")
+    first = services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="u1")
+    again = services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="u1")
+    assert again.replayed and again.transaction_id == first.transaction_id

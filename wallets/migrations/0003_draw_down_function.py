@@ -59,15 +59,6 @@ BEGIN
             key text, request_hash text, memo text, reference text, metadata jsonb)
         ORDER BY ord
     LOOP
-        -- 2. Seen this key before? Book nothing; the caller replays the first answer.
-        SELECT t.id, t.request_hash INTO v_earlier_id, v_earlier_hash
-        FROM wallets_ledgertransaction t WHERE t.idempotency_key = ev.key;
-        IF FOUND THEN
-            RETURN QUERY SELECT ev.ord, 'replay'::text, v_earlier_id, NULL::numeric, NULL::numeric,
-                                NULL::numeric, NULL::json, NULL::numeric, NULL::text, v_earlier_hash;
-            CONTINUE;
-        END IF;
-
         IF v_revenue IS NULL THEN
             SELECT a.id INTO v_revenue FROM wallets_account a
             WHERE a.kind = 'system' AND a.code = 'usage_revenue' AND a.currency = w.currency;
@@ -116,6 +107,9 @@ BEGIN
                    w.debt + ev.amount - d.covered, ev.metadata
             FROM decision d
             WHERE ev.amount - d.covered <= v_room
+            -- 2. A key seen before books nothing (the unique index decides, also
+            -- against a concurrent call on another wallet); answered below.
+            ON CONFLICT (idempotency_key) DO NOTHING
             RETURNING id, balance_after, restricted_after, debt_after
         ),
         entries AS (
@@ -148,6 +142,17 @@ BEGIN
         INTO out_ord, out_outcome, out_tx_id, out_covered, out_balance_after, out_debt_after,
              out_lots, out_debt_room, out_currency, out_earlier_hash, v_restricted_after
         FROM decision d LEFT JOIN tx ON true;
+        IF out_tx_id IS NULL THEN
+            -- Nothing inserted: refused, or the key was used before (then replay it,
+            -- even if the wallet could not afford the charge today).
+            SELECT t.id, t.request_hash INTO v_earlier_id, v_earlier_hash
+            FROM wallets_ledgertransaction t WHERE t.idempotency_key = ev.key;
+            IF FOUND THEN
+                out_outcome := 'replay';
+                out_tx_id := v_earlier_id;
+                out_earlier_hash := v_earlier_hash;
+            END IF;
+        END IF;
         IF out_outcome = 'ok' THEN  -- the next event of the batch sees this one
             w.credit_balance := out_balance_after;
             w.restricted_balance := v_restricted_after;
