@@ -79,6 +79,7 @@ def run_confirmed(
     action: str,
     perform: Any,
     form_class: type[forms.Form] | None = None,
+    expected: tuple[type[Exception], ...] = (errors.WalletError,),
 ) -> HttpResponse | None:
     """The shape of django's delete_selected: show what will happen, ask to confirm
     (and for any input the service needs), then call the service once per object,
@@ -89,7 +90,7 @@ def run_confirmed(
         for obj in queryset:
             try:
                 message = perform(obj, form.cleaned_data if form else {})
-            except errors.WalletError as exc:
+            except expected as exc:
                 modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
                 continue
             modeladmin.log_change(request, obj, message)
@@ -233,6 +234,7 @@ class GrantForm(forms.Form):
                 "reconcile_later",
                 "Reconcile Later: pending, shown as Requires Action until activated",
             ),
+            ("now", "Now: charge the customer's default card (Stripe)"),
         ],
         initial="paid",
         widget=forms.RadioSelect,
@@ -336,7 +338,10 @@ class CreditGrantAdmin(ReadOnlyAdmin):
                 form.add_error(None, str(exc))
             else:
                 self.log_addition(request, grant, f"Granted {grant.amount} {grant.currency}")
-                state = "pending (Requires Action)" if grant.status == "pending" else "active"
+                state = {
+                    "pending": "pending (Requires Action)",
+                    "voided": "voided: the card payment failed",
+                }.get(grant.status, grant.status)
                 self.message_user(request, f"Added {grant} — {state}.", messages.SUCCESS)
                 return HttpResponseRedirect(
                     reverse("admin:wallets_creditgrant_change", args=[grant.pk])
@@ -351,9 +356,20 @@ class CreditGrantAdmin(ReadOnlyAdmin):
 
     def _grant(self, request: HttpRequest, data: dict[str, Any]) -> CreditGrant:
         customer: Customer = data["customer"]
+        charge_now = data["payment"] == "now" and data["kind"] != "free"
+        if charge_now:
+            from billing.stripe_gateway import stripe_enabled
+
+            if not stripe_enabled():
+                raise errors.WalletError(
+                    "'Now' needs Stripe: set STRIPE_API_KEY, or choose Reconcile Later."
+                )
+            if not customer.stripe_payment_methods.filter(is_default=True).exists():
+                raise errors.WalletError(
+                    f"{customer} has no default card at Stripe; add one, or choose Reconcile Later."
+                )
         wallet = services.open_wallet(customer=customer, currency=data["currency"] or None)
-        pending = data["payment"] == "reconcile_later" and data["kind"] != "free"
-        return services.grant_credit(
+        grant = services.grant_credit(
             wallet=wallet,
             amount=data["amount"],
             kind=data["kind"],
@@ -361,7 +377,7 @@ class CreditGrantAdmin(ReadOnlyAdmin):
             actor=Actor.user(request.user),
             # one form post = one grant; a double-submitted form carries the same token
             idempotency_key=f"admin-grant:{request.POST.get('csrfmiddlewaretoken', '')}:{customer.pk}",
-            pending=pending,
+            pending=data["payment"] in ("reconcile_later", "now") and data["kind"] != "free",
             effective_at=data["effective_at"],
             expires_at=data["expires_at"],
             priority=data["priority"],
@@ -370,6 +386,21 @@ class CreditGrantAdmin(ReadOnlyAdmin):
             external_transaction_id=data["external_transaction_id"],
             memo=data["memo"],
         )
+        if charge_now:
+            # The grant waits (pending) until the money is in; a decline voids it.
+            from billing import stripe_services
+            from billing.errors import BillingError
+
+            try:
+                stripe_services.charge_off_session(
+                    customer=customer, amount=grant.amount, purpose="grant", grant_id=grant.pk,
+                    currency=grant.currency, initiated_by=Actor.user(request.user).label,
+                )  # fmt: skip
+            except BillingError as exc:
+                self.message_user(request, f"The card was not charged ({exc}); the credit stays Requires Action.",
+                                  messages.WARNING)  # fmt: skip
+            grant.refresh_from_db()
+        return grant
 
     class ActivateForm(forms.Form):
         external_transaction_id = forms.CharField(
