@@ -173,7 +173,7 @@ def reverse_usage(*, event: UsageEvent | int, actor: Actor) -> ReversalOutcome:
     cancelled) and the event is marked reversed. Nothing is edited in place.
     Reversing again returns the first answer."""
     event_pk = event.pk if isinstance(event, UsageEvent) else event
-    with transaction.atomic(durable=True):
+    with transaction.atomic():
         try:
             locked = (
                 UsageEvent.objects.select_for_update(of=("self",))
@@ -663,7 +663,7 @@ def _book_wallet_events(
     booked: dict[str, UsageEvent] = {}
     refused: list[tuple[_Rated, str]] = []
     now = timezone.now()
-    with transaction.atomic(durable=True):
+    with transaction.atomic():
         for index, event in events:
             if event.event_id in booked:
                 outcomes.append((index, REPLAY))
