@@ -199,6 +199,15 @@ def reverse_usage(*, event: UsageEvent | int, actor: Actor) -> ReversalOutcome:
                     idempotency_key=f"usage-reversal:{locked.customer_id}:{locked.event_id}",
                     memo=f"Reversal of usage event {locked.event_id}",
                 )
+            except wallet_errors.NotReversible as exc:
+                # Staff may have reversed the draw-down in the ledger directly: then
+                # the event is reversed already, by that transaction.
+                by_staff = LedgerTransaction.objects.filter(
+                    reverses_id=locked.transaction_id
+                ).first()
+                if by_staff is None:
+                    raise UsageNotReversible(str(exc)) from None
+                reversal = by_staff
             except wallet_errors.WalletError as exc:
                 raise UsageNotReversible(str(exc)) from None
             reversal_id = reversal.pk
@@ -220,7 +229,7 @@ def reverse_usage(*, event: UsageEvent | int, actor: Actor) -> ReversalOutcome:
                 {"grant_id": grant_id, "amount": decimal_text(amount)} for grant_id, amount in lots
             ],
             "reversed_at": now.isoformat(),
-            **_wallet_figures(locked.wallet_id),
+            **_figures_after_each(locked.wallet_id, [None])[0],
         }
         locked.save(
             update_fields=[
@@ -651,84 +660,90 @@ REPLAY = _Replay()
 def _book_wallet_events(
     events: list[tuple[int, _Rated]], *, actor: Actor, api_key: ApiKey | None
 ) -> list[tuple[int, UsageOutcome | UsageError]]:
-    """Book one customer's events, in order, in one database transaction: each
-    event is one `draw_down` (a savepoint of its own, so a refused event leaves the
-    others booked), then all usage event rows are written at once.
-
-    This is the one place to switch to a batch draw-down (one wallet lock and a
-    few bulk statements for all of them); everything around it stays."""
+    """Book one customer's events, in order, in one database transaction: one
+    `draw_down_batch` call for all of them (one wallet lock, one round trip; each
+    event stands alone, so a refused one leaves the others booked), then the
+    wallet's figures and all usage event rows at once."""
     customer = events[0][1].customer
     wallet_id = events[0][1].wallet_id or services.open_wallet(customer=customer).pk
-    outcomes: list[tuple[int, UsageEvent | UsageError | _Replay]] = []
-    booked: dict[str, UsageEvent] = {}
-    refused: list[tuple[_Rated, str]] = []
     now = timezone.now()
+    # An event id sent twice in one batch is booked once; the repeat answers as the first.
+    seen: set[str] = set()
+    repeats: set[int] = set()
+    for pos, (_, event) in enumerate(events):
+        if event.event_id in seen:
+            repeats.add(pos)
+        seen.add(event.event_id)
+    to_draw = [pos for pos, (_, e) in enumerate(events) if pos not in repeats and e.amount]
     with transaction.atomic():
-        for index, event in events:
-            if event.event_id in booked:
-                outcomes.append((index, REPLAY))
-                continue
-            try:
-                draw = _draw_down(event, wallet_id=wallet_id, actor=actor)
-            except wallet_errors.InsufficientFunds as exc:
-                refused.append((event, str(exc)))
-                outcomes.append(
-                    (index, UsageRefused(str(exc), needed=exc.needed, available=exc.available))
-                )
-                continue
-            except wallet_errors.IdempotencyConflict:
-                outcomes.append((index, REPLAY))  # booked before with other content
-                continue
-            except wallet_errors.WalletError as exc:
-                error = UsageError(str(exc))
-                error.status_code = exc.status_code
-                outcomes.append((index, error))
-                continue
-            if draw is not None and draw.replayed:
-                outcomes.append((index, REPLAY))
-                continue
-            row = event.row(
-                status=UsageEvent.Status.BOOKED,
-                message="",
-                wallet_id=wallet_id,
-                transaction_id=draw.transaction_id if draw else None,
-                response=_answer(event, draw, _wallet_figures(wallet_id)),
-                api_key=api_key,
-                actor=actor.label,
-                received_at=now,
+        draws: dict[int, services.DrawDown | wallet_errors.WalletError] = {}
+        if to_draw:
+            results = services.draw_down_batch(
+                wallet=wallet_id, charges=[_charge(events[pos][1]) for pos in to_draw], actor=actor
             )
-            booked[event.event_id] = row
-            outcomes.append((index, row))
+            draws = dict(zip(to_draw, results, strict=True))
+        # What each event changed, in order (None: it moved nothing).
+        changes = [
+            d if isinstance(d, services.DrawDown) and not d.replayed else None
+            for d in (draws.get(pos) for pos in range(len(events)))
+        ]
+        figures = _figures_after_each(wallet_id, changes)
+        outcomes: list[UsageEvent | UsageError | _Replay] = []
+        booked: list[UsageEvent] = []
+        refused: list[tuple[_Rated, str]] = []
+        for pos, (_, event) in enumerate(events):
+            draw = draws.get(pos)
+            if pos in repeats or (isinstance(draw, services.DrawDown) and draw.replayed):
+                outcomes.append(REPLAY)
+            elif isinstance(draw, wallet_errors.InsufficientFunds):
+                refused.append((event, str(draw)))
+                outcomes.append(
+                    UsageRefused(str(draw), needed=draw.needed, available=draw.available)
+                )
+            elif isinstance(draw, wallet_errors.IdempotencyConflict):
+                outcomes.append(REPLAY)  # booked before, with other content: 409 below
+            elif isinstance(draw, wallet_errors.WalletError):
+                error = UsageError(str(draw))
+                error.status_code = draw.status_code
+                outcomes.append(error)
+            else:
+                row = event.row(
+                    status=UsageEvent.Status.BOOKED,
+                    message="",
+                    wallet_id=wallet_id,
+                    transaction_id=draw.transaction_id if draw else None,
+                    response=_answer(event, draw, figures[pos]),
+                    api_key=api_key,
+                    actor=actor.label,
+                    received_at=now,
+                )
+                booked.append(row)
+                outcomes.append(row)
         if refused:
             _record_refusals(refused, wallet_id=wallet_id, actor=actor, api_key=api_key, at=now)
         if booked:
             # Insert, or turn an earlier refusal of the same event into the booking.
             UsageEvent.objects.bulk_create(
-                booked.values(),
+                booked,
                 update_conflicts=True,
                 unique_fields=["customer", "event_id"],
                 update_fields=BOOKED_FIELDS,
             )
-    results: list[tuple[int, UsageOutcome | UsageError]] = []
-    for (index, outcome), (_, event) in zip(outcomes, events, strict=True):
+    answers: list[tuple[int, UsageOutcome | UsageError]] = []
+    for (index, event), outcome in zip(events, outcomes, strict=True):
         if isinstance(outcome, UsageEvent):
-            results.append((index, UsageOutcome(outcome, usage_response(outcome))))
+            answers.append((index, UsageOutcome(outcome, usage_response(outcome))))
         elif isinstance(outcome, _Replay):
-            results.append((index, _booked_before(event)))
+            answers.append((index, _booked_before(event)))
         else:
-            results.append((index, outcome))
-    return results
+            answers.append((index, outcome))
+    return answers
 
 
-def _draw_down(event: _Rated, *, wallet_id: int, actor: Actor) -> services.DrawDown | None:
-    """Draw the event's amount from the wallet at the event's time; None for free
-    usage (a zero price: recorded and invoiced, nothing to draw)."""
-    if event.amount == 0:
-        return None
-    return services.draw_down(
-        wallet=wallet_id,
+def _charge(event: _Rated) -> services.UsageCharge:
+    """The ledger charge for a rated event, drawn at the event's own time."""
+    return services.UsageCharge(
         amount=event.amount,
-        actor=actor,
         idempotency_key=event.ledger_key,
         item_id=event.product.pk,
         dimensions=event.dimensions,
@@ -837,34 +852,56 @@ def _record_refusals(
 # --- reading wallets for answers ------------------------------------------------------
 
 
-# The wallet's figures right after a draw-down, in the same transaction (the wallet
-# is locked). A read only; `wallets.services.DrawDown` does not carry the
-# restricted balance or the limit, so the answer's available funds need this.
-WALLET_FIGURES_SQL = """
-SELECT id, credit_balance, restricted_balance, debt, credit_limit,
-       temporary_credit_increase, temporary_increase_valid_until
+# The wallet as it is now (locked by the draw-down in this transaction, when there
+# was one), and which of the given grants are restricted. A read only: the answer
+# needs the restricted balance and the credit limit, which DrawDown does not carry.
+WALLET_NOW_SQL = """
+SELECT credit_balance, restricted_balance, debt, credit_limit,
+       temporary_credit_increase, temporary_increase_valid_until,
+       ARRAY(SELECT g.id FROM wallets_creditgrant g
+             WHERE g.id = ANY(%(grant_ids)s) AND g.restricted)
 FROM wallets_wallet WHERE id = %(wallet_id)s
 """
 
 
-def _wallet_figures(wallet_id: int | None) -> dict[str, str]:
-    """Credit balance, debt and available funds of the wallet as it is now."""
+def _figures_after_each(
+    wallet_id: int | None, changes: Sequence[services.DrawDown | None]
+) -> list[dict[str, str]]:
+    """Credit balance, debt and available funds right after each event of one
+    wallet's batch, in order (None: an event that moved nothing). Worked back from
+    the wallet as it is at the end of the batch: nothing else changed it meanwhile,
+    since the batch holds the wallet lock until the commit."""
     if wallet_id is None:
-        return {"credit_balance": "0", "debt": "0", "available_funds": "0"}
+        return [{"credit_balance": "0", "debt": "0", "available_funds": "0"} for _ in changes]
+    grant_ids = sorted({grant_id for d in changes if d for grant_id, _ in d.lots})
     with _prepared_cursor() as cursor:
-        cursor.execute(WALLET_FIGURES_SQL, {"wallet_id": wallet_id}, prepare=True)
+        cursor.execute(
+            WALLET_NOW_SQL, {"wallet_id": wallet_id, "grant_ids": grant_ids}, prepare=True
+        )
         row = cursor.fetchone()
     assert row is not None, f"wallet {wallet_id} vanished"
-    wallet = Wallet(
-        id=row[0], credit_balance=row[1], restricted_balance=row[2], debt=row[3],
-        credit_limit=row[4], temporary_credit_increase=row[5],
-        temporary_increase_valid_until=row[6],
-    )  # fmt: skip
-    return {
-        "credit_balance": decimal_text(wallet.credit_balance),
-        "debt": decimal_text(wallet.debt),
-        "available_funds": decimal_text(wallet.available_funds()),
-    }
+    balance, restricted, debt, limit, increase, until, restricted_grants = row
+    now = timezone.now()
+    figures: list[dict[str, str]] = []
+    for change in reversed(changes):
+        wallet = Wallet(
+            credit_balance=balance, restricted_balance=restricted, debt=debt,
+            credit_limit=limit, temporary_credit_increase=increase,
+            temporary_increase_valid_until=until,
+        )  # fmt: skip
+        figures.append(
+            {
+                "credit_balance": decimal_text(balance),
+                "debt": decimal_text(debt),
+                "available_funds": decimal_text(wallet.available_funds(now)),
+            }
+        )
+        if change is not None:  # the wallet before this event
+            balance += change.from_credits
+            restricted += sum((a for g, a in change.lots if g in restricted_grants), Decimal(0))
+            debt -= change.to_debt
+    figures.reverse()
+    return figures
 
 
 def _lots(tx: LedgerTransaction) -> list[tuple[int, Decimal]]:

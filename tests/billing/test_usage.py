@@ -499,3 +499,45 @@ def test_credit_returned_to_a_grant_that_expired_goes_to_breakage(alice, calls, 
     grant.refresh_from_db()
     assert grant.status == CreditGrant.Status.EXPIRED and grant.remaining == 0
     assert find_problems() == []
+
+
+def test_a_draw_down_reversed_in_the_ledger_marks_the_event_reversed(alice, calls, price, credit):
+    price(calls, "1")
+    credit(alice, "5")
+    booked = send(alice, "2")
+    by_staff = services.reverse(
+        transaction_id=booked.event.transaction_id, actor=METER, idempotency_key="staff-undo"
+    )
+
+    answer = reverse_usage(event=booked.event, actor=METER).response
+
+    assert answer["transaction_id"] == by_staff.pk and answer["credit_balance"] == "5"
+    assert LedgerTransaction.objects.filter(kind="reversal").count() == 1
+    assert UsageEvent.objects.get().status == "reversed"
+
+
+def test_each_answer_in_a_batch_shows_the_funds_right_after_that_event(alice, calls, price, credit):
+    price(calls, "1")
+    price(calls, "0", dimensions={"tier": "free"})
+    credit(alice, "5", condition_item=calls, condition_dimensions={"region": "eu"})
+    credit(alice, "5")
+    events = [
+        UsageInput("e1", alice.account_number, "api-calls", D("2"), {"region": "eu"}),
+        UsageInput("e2", alice.account_number, "api-calls", D("1"), {"region": "us"}),
+        UsageInput("free", alice.account_number, "api-calls", D("9"), {"tier": "free"}),
+        UsageInput("e3", alice.account_number, "api-calls", D("4"), {"region": "eu"}),
+        UsageInput("big", alice.account_number, "api-calls", D("50")),  # refused
+        UsageInput("e4", alice.account_number, "api-calls", D("1")),
+    ]
+
+    results = record_usage_batch(events=events, actor=METER)
+
+    figures = [
+        (r.response["credit_balance"], r.response["available_funds"])
+        for r in results
+        if not isinstance(r, UsageRefused)
+    ]
+    # credit 10 = 5 restricted (EU calls) + 5 for anything; available counts the latter
+    assert figures == [("8", "5"), ("7", "4"), ("7", "4"), ("3", "3"), ("2", "2")]
+    assert isinstance(results[4], UsageRefused)
+    assert find_problems() == []
