@@ -215,8 +215,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="HTTP client processes")
     parser.add_argument("--raw-procs", type=int, default=4, help="raw-SQL processes")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn web processes")
-    parser.add_argument("--worker-class", default="sync")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--worker-class", default="gthread")
+    parser.add_argument("--threads", type=int, default=4)
     parser.add_argument(
         "--time-limit", type=int, default=600, help="give up (and clean up) after this long"
     )

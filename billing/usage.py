@@ -722,13 +722,11 @@ def _book_wallet_events(
         if refused:
             _record_refusals(refused, wallet_id=wallet_id, actor=actor, api_key=api_key, at=now)
         if booked:
-            # Insert, or turn an earlier refusal of the same event into the booking.
-            UsageEvent.objects.bulk_create(
-                booked,
-                update_conflicts=True,
-                unique_fields=["customer", "event_id"],
-                update_fields=BOOKED_FIELDS,
-            )
+            stored = _store_booked(booked)
+            outcomes = [
+                REPLAY if isinstance(o, UsageEvent) and o.event_id not in stored else o
+                for o in outcomes
+            ]
     answers: list[tuple[int, UsageOutcome | UsageError]] = []
     for (index, event), outcome in zip(events, outcomes, strict=True):
         if isinstance(outcome, UsageEvent):
@@ -779,25 +777,74 @@ def _answer(
     }
 
 
-BOOKED_FIELDS = [
-    "product_item",
-    "quantity",
-    "dimensions",
-    "timestamp",
-    "price",
-    "unit_price",
-    "amount",
-    "currency",
-    "status",
-    "message",
-    "wallet_id",
-    "transaction_id",
-    "fingerprint",
-    "response",
-    "api_key",
-    "actor",
-    "received_at",
-]
+# Booked events of one customer in one statement (prepared; the rows travel as one
+# JSON document): an insert, or the booking of an event that an earlier attempt
+# recorded as refused. A booking already there is left alone (and not returned).
+# It lists every column: keep it in step with UsageEvent (every test books with it).
+STORE_BOOKED_SQL = """
+INSERT INTO billing_usageevent AS e
+    (customer_id, product_item_id, event_id, quantity, dimensions, "timestamp", price_id,
+     unit_price, amount, currency, status, message, wallet_id, transaction_id,
+     reversal_transaction_id, fingerprint, response, reversal_response, api_key_id, actor,
+     received_at, reversed_at, reversed_by)
+SELECT b.customer_id, b.product_item_id, b.event_id, b.quantity, b.dimensions, b.at,
+       b.price_id, b.unit_price, b.amount, b.currency, 'booked', '', b.wallet_id,
+       b.transaction_id, NULL, b.fingerprint, b.response, '{}'::jsonb, b.api_key_id,
+       b.actor, b.received_at, NULL, ''
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS b(
+    customer_id bigint, product_item_id bigint, event_id text, quantity numeric,
+    dimensions jsonb, at timestamptz, price_id bigint, unit_price numeric, amount numeric,
+    currency text, wallet_id bigint, transaction_id bigint, fingerprint text, response jsonb,
+    api_key_id bigint, actor text, received_at timestamptz)
+ON CONFLICT (customer_id, event_id) DO UPDATE SET
+    product_item_id = EXCLUDED.product_item_id, quantity = EXCLUDED.quantity,
+    dimensions = EXCLUDED.dimensions, "timestamp" = EXCLUDED."timestamp",
+    price_id = EXCLUDED.price_id, unit_price = EXCLUDED.unit_price, amount = EXCLUDED.amount,
+    currency = EXCLUDED.currency, status = EXCLUDED.status, message = EXCLUDED.message,
+    wallet_id = EXCLUDED.wallet_id, transaction_id = EXCLUDED.transaction_id,
+    fingerprint = EXCLUDED.fingerprint, response = EXCLUDED.response,
+    api_key_id = EXCLUDED.api_key_id, actor = EXCLUDED.actor, received_at = EXCLUDED.received_at
+WHERE e.status = 'refused'
+RETURNING id, event_id
+"""
+
+
+def _store_booked(rows: list[UsageEvent]) -> set[str]:
+    """Write one customer's booked events; sets their ids and returns the event ids
+    stored."""
+    document = json.dumps(
+        [
+            {
+                "customer_id": row.customer_id,
+                "product_item_id": row.product_item_id,
+                "event_id": row.event_id,
+                "quantity": str(row.quantity),
+                "dimensions": row.dimensions,
+                "at": row.timestamp.isoformat(),
+                "price_id": row.price_id,
+                "unit_price": str(row.unit_price),
+                "amount": str(row.amount),
+                "currency": row.currency,
+                "wallet_id": row.wallet_id,
+                "transaction_id": row.transaction_id,
+                "fingerprint": row.fingerprint,
+                "response": row.response,
+                "api_key_id": row.api_key_id,
+                "actor": row.actor,
+                "received_at": row.received_at.isoformat(),
+            }
+            for row in rows
+        ]
+    )
+    with _prepared_cursor() as cursor:
+        cursor.execute(STORE_BOOKED_SQL, {"rows": document}, prepare=True)
+        ids = {event_id: pk for pk, event_id in cursor.fetchall()}
+    for row in rows:
+        if row.event_id in ids:
+            row.pk = ids[row.event_id]
+            row._state.adding = False
+            row._state.db = connection.alias
+    return set(ids)
 
 
 def _booked_before(event: _Rated) -> UsageOutcome | UsageError:
@@ -882,13 +929,13 @@ def _figures_after_each(
     assert row is not None, f"wallet {wallet_id} vanished"
     balance, restricted, debt, limit, increase, until, restricted_grants = row
     now = timezone.now()
+    wallet = Wallet(
+        credit_limit=limit, temporary_credit_increase=increase,
+        temporary_increase_valid_until=until,
+    )  # fmt: skip
     figures: list[dict[str, str]] = []
     for change in reversed(changes):
-        wallet = Wallet(
-            credit_balance=balance, restricted_balance=restricted, debt=debt,
-            credit_limit=limit, temporary_credit_increase=increase,
-            temporary_increase_valid_until=until,
-        )  # fmt: skip
+        wallet.credit_balance, wallet.restricted_balance, wallet.debt = balance, restricted, debt
         figures.append(
             {
                 "credit_balance": decimal_text(balance),
