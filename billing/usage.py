@@ -3,11 +3,8 @@ customer's wallet in real time (Amberflo: "usage is drawn down against the
 Wallet balance in real time").
 
 Rules:
-- Rating: the price in force at the event's timestamp, in the customer's
-  currency, whose dimension values all match the event; the most specific one
-  wins, then the latest effective (`Price.best_for`). amount = quantity × unit
-  price, rounded ROUND_HALF_UP to 6 decimal places (the ledger's precision),
-  once per event.
+- Rating (`billing.rating`): the best matching price in force at the event's
+  timestamp × quantity, rounded ROUND_HALF_UP to 6 places, once per event.
 - Idempotency: `event_id` is unique per customer, whichever API key sends it.
   The ledger key is `usage:<customer id>:<event id>`, so two requests racing
   with the same event book once (they meet at the wallet lock / the ledger's
@@ -22,26 +19,26 @@ Rules:
 - Bad input is refused with one `FieldProblem` per field, before anything is
   written; in a batch each event stands alone.
 
+- Booking: one database transaction per customer (wallet) holding one
+  `wallets.services.draw_down_batch` call for all its events, then the usage
+  event rows; a single event is a batch of one.
+
 Every ledger write goes through `wallets.services`; this module only records
 `UsageEvent` rows and reads wallets for the answer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Model
 from django.utils import timezone
 
 from billing.errors import (
@@ -53,42 +50,33 @@ from billing.errors import (
     UsageRefused,
     UsageRejected,
 )
-from billing.models import (
-    RATE_PLACES,
-    ApiKey,
-    Customer,
-    Price,
-    ProductItem,
-    UsageEvent,
-    clean_dimensions,
-    decimal_text,
+from billing.models import ApiKey, UsageEvent, decimal_text
+from billing.rating import (
+    RatedEvent,
+    UsageInput,
+    UsageLookups,
+    check_event,
+    prepared_cursor,
+    price_event,
+    rate,
 )
 from wallets import errors as wallet_errors
 from wallets import services
 from wallets.actors import Actor
 from wallets.models import LedgerTransaction, Wallet
 
-QUANTUM = Decimal(1).scaleb(-RATE_PLACES)  # 0.000001, the ledger's precision
-ROUNDING = ROUND_HALF_UP
-MAX_QUANTITY = Decimal("1e12")
-MAX_AMOUNT = Decimal("1e15")  # wallets.services refuses larger amounts
-MAX_EVENT_ID_LENGTH = 200  # + "usage:<customer id>:" stays within the ledger's 255
-
+__all__ = [
+    "ReversalOutcome",
+    "UsageInput",
+    "UsageOutcome",
+    "rate",
+    "record_usage",
+    "record_usage_batch",
+    "reverse_usage",
+    "usage_response",
+]
 
 # --- input and output ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class UsageInput:
-    """One usage event as sent. `customer` is an account number (or a Customer),
-    `product` a product item code (or a ProductItem); `timestamp` None means now."""
-
-    event_id: Any
-    customer: Any
-    product: Any
-    quantity: Any
-    dimensions: Any = None
-    timestamp: Any = None
 
 
 @dataclass(frozen=True)
@@ -106,11 +94,6 @@ class ReversalOutcome:
     event: UsageEvent
     response: dict[str, Any]
     replayed: bool = False
-
-
-def rate(quantity: Decimal, unit_price: Decimal) -> Decimal:
-    """quantity × unit price, rounded half up to the ledger's 6 decimal places."""
-    return (quantity * unit_price).quantize(QUANTUM, rounding=ROUNDING)
 
 
 # --- the flows -------------------------------------------------------------------------
@@ -148,12 +131,12 @@ def record_usage_batch(
                 )
             ]
         )
-    catalogue = _Lookups.for_events(events, api_key=api_key)
+    found = UsageLookups.for_events(events, api_key=api_key)
     results: list[UsageOutcome | UsageError | None] = [None] * len(events)
-    to_book: list[tuple[int, _Rated]] = []
+    to_book: list[tuple[int, RatedEvent]] = []
     for index, raw in enumerate(events):
         try:
-            prepared = _prepare(raw, catalogue)
+            prepared = _prepare(raw, found)
         except UsageError as exc:
             results[index] = exc
             continue
@@ -249,376 +232,14 @@ def usage_response(event: UsageEvent) -> dict[str, Any]:
     return {"id": event.pk, "status": event.status, **event.response}
 
 
-# --- preparing: validate, look up, rate ------------------------------------------------
-
-
-# Everything a batch needs to validate and rate its events, in one round trip:
-# the customers (with the id of their wallet in their currency: a read of the
-# wallets table, never a write), the product items, the prices that may apply
-# to the batch's time span, and earlier events with the same ids.
-LOOKUP_SQL = """
-SELECT
-  (SELECT coalesce(json_agg(json_build_object(
-            'id', c.id, 'account_number', c.account_number, 'name', c.name,
-            'currency', c.currency, 'status', c.status, 'partner_id', c.partner_id,
-            'wallet_id', (SELECT w.id FROM wallets_wallet w
-                          WHERE w.customer_id = c.id AND w.currency = c.currency))), '[]')
-   FROM billing_customer c WHERE c.account_number = ANY(%(accounts)s)),
-  (SELECT coalesce(json_agg(json_build_object(
-            'id', p.id, 'code', p.code, 'name', p.name, 'unit', p.unit, 'active', p.active)), '[]')
-   FROM billing_productitem p WHERE p.code = ANY(%(codes)s)),
-  (SELECT coalesce(json_agg(json_build_object(
-            'id', pr.id, 'product_item_id', pr.product_item_id, 'currency', pr.currency,
-            'unit_price', pr.unit_price::text, 'dimensions', pr.dimensions,
-            'effective_from', pr.effective_from, 'effective_to', pr.effective_to)), '[]')
-   FROM billing_price pr JOIN billing_productitem p ON p.id = pr.product_item_id
-   WHERE p.code = ANY(%(codes)s)
-     AND pr.currency IN (SELECT c.currency FROM billing_customer c
-                         WHERE c.account_number = ANY(%(accounts)s))
-     AND pr.effective_from <= %(latest)s
-     AND (pr.effective_to IS NULL OR pr.effective_to > %(earliest)s)),
-  (SELECT coalesce(json_agg(json_build_object(
-            'id', e.id, 'customer_id', e.customer_id, 'event_id', e.event_id,
-            'status', e.status, 'fingerprint', e.fingerprint, 'response', e.response)), '[]')
-   FROM billing_usageevent e JOIN billing_customer c ON c.id = e.customer_id
-   WHERE c.account_number = ANY(%(accounts)s) AND e.event_id = ANY(%(event_ids)s))
-"""
-
-
-@dataclass
-class _Lookups:
-    """Everything a batch needs from the database, read once (`LOOKUP_SQL`)."""
-
-    api_key: ApiKey | None
-    customers: dict[str, Customer] = field(default_factory=dict)
-    products: dict[str, ProductItem] = field(default_factory=dict)
-    prices: dict[tuple[int, str], list[Price]] = field(default_factory=dict)
-    earlier: dict[tuple[int, str], UsageEvent] = field(default_factory=dict)
-    wallets: dict[int, int] = field(default_factory=dict)  # customer id → wallet id
-    now: datetime = field(default_factory=timezone.now)
-
-    @classmethod
-    def for_events(cls, events: Sequence[UsageInput], *, api_key: ApiKey | None) -> _Lookups:
-        found = cls(api_key=api_key)
-        accounts = {a for e in events if (a := _account_number(e.customer))}
-        codes = {c for e in events if (c := _product_code(e.product))}
-        times = [found.now] + [
-            e.timestamp
-            for e in events
-            if isinstance(e.timestamp, datetime) and timezone.is_aware(e.timestamp)
-        ]
-        params = {
-            "accounts": sorted(accounts),
-            "codes": sorted(codes),
-            "event_ids": sorted({e.event_id for e in events if isinstance(e.event_id, str)}),
-            "earliest": min(times),
-            "latest": max(times),
-        }
-        with _prepared_cursor() as cursor:
-            cursor.execute(LOOKUP_SQL, params, prepare=True)
-            row = cursor.fetchone()
-        assert row is not None
-        customers, products, prices, earlier = row
-        for c in customers:
-            wallet_id = c.pop("wallet_id")
-            customer = _loaded(Customer, c)
-            found.customers[customer.account_number] = customer
-            if wallet_id is not None:
-                found.wallets[customer.pk] = wallet_id
-        for p in products:
-            found.products[p["code"]] = _loaded(ProductItem, p)
-        for pr in prices:
-            pr["unit_price"] = Decimal(pr["unit_price"])
-            for name in ("effective_from", "effective_to"):
-                pr[name] = datetime.fromisoformat(pr[name]) if pr[name] else None
-            price = _loaded(Price, pr)
-            found.prices.setdefault((price.product_item_id, price.currency), []).append(price)
-        for e in earlier:
-            event = _loaded(UsageEvent, e)
-            found.earlier[(event.customer_id, event.event_id)] = event
-        return found
-
-
-M = TypeVar("M", bound=Model)
-
-
-def _loaded(model: type[M], values: dict[str, Any]) -> M:
-    """A model instance from some of its columns, as the ORM makes one: the other
-    fields are deferred (loaded on access), so it is safe to pass around."""
-    names = [f.attname for f in model._meta.concrete_fields if f.attname in values]
-    return model.from_db(connection.alias, names, [values[name] for name in names])
-
-
-def _account_number(value: Any) -> str | None:
-    if isinstance(value, Customer):
-        return value.account_number
-    return value if isinstance(value, str) and value else None
-
-
-def _product_code(value: Any) -> str | None:
-    if isinstance(value, ProductItem):
-        return value.code
-    return value if isinstance(value, str) and value else None
-
-
-@contextmanager
-def _prepared_cursor() -> Iterator[psycopg.Cursor]:
-    """A cursor on Django's own connection whose statements PostgreSQL plans once
-    per connection (`prepare=True`), as wallets.services does for the draw-down."""
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
-
-
-@dataclass(frozen=True)
-class _Rated:
-    """A valid, rated event that is not booked yet."""
-
-    event_id: str
-    customer: Customer
-    product: ProductItem
-    quantity: Decimal
-    dimensions: dict[str, str]
-    timestamp: datetime
-    price: Price
-    amount: Decimal
-    fingerprint: str
-    wallet_id: int | None
-    earlier: UsageEvent | None
-
-    @property
-    def ledger_key(self) -> str:
-        return f"usage:{self.customer.pk}:{self.event_id}"
-
-    def row(self, **fields: Any) -> UsageEvent:
-        return UsageEvent(
-            customer=self.customer,
-            product_item=self.product,
-            event_id=self.event_id,
-            quantity=self.quantity,
-            dimensions=self.dimensions,
-            timestamp=self.timestamp,
-            price=self.price,
-            unit_price=self.price.unit_price,
-            amount=self.amount,
-            currency=self.customer.currency,
-            fingerprint=self.fingerprint,
-            **fields,
-        )
-
-
-def _prepare(raw: UsageInput, found: _Lookups) -> _Rated | UsageOutcome:
-    """Validate and rate one event, or find that it was booked already. Raises
-    UsageRejected with every problem found, or UsageConflict."""
-    problems: list[FieldProblem] = []
-    event_id = _event_id(raw.event_id, problems)
-    customer = _customer(raw.customer, found, problems)
-    product = _product(raw.product, found, problems)
-    quantity = _quantity(raw.quantity, problems)
-    try:
-        dimensions = clean_dimensions(raw.dimensions)
-    except ValueError as exc:
-        problems.append(FieldProblem("dimensions", str(exc)))
-        dimensions = {}
-    timestamp = _timestamp(raw.timestamp, found.now, problems)
-    if problems:
-        raise UsageRejected(problems)
-    assert event_id and customer and product and quantity is not None and timestamp
-    fingerprint = _fingerprint(product, quantity, dimensions, raw.timestamp)
-    earlier = found.earlier.get((customer.pk, event_id))
+def _prepare(raw: UsageInput, found: UsageLookups) -> RatedEvent | UsageOutcome:
+    """Check and rate one event, or find that it was booked already (a replay, or a
+    409 if this event id was booked with other content)."""
+    checked = check_event(raw, found)
+    earlier = checked.earlier
     if earlier is not None and earlier.status != UsageEvent.Status.REFUSED:
-        return _replay(earlier, fingerprint)
-
-    price = Price.best_for(
-        found.prices.get((product.pk, customer.currency), []), dimensions=dimensions, at=timestamp
-    )
-    if price is None:
-        raise UsageRejected(
-            [
-                FieldProblem(
-                    "product",
-                    f"product item {product.code!r} has no price in {customer.currency} for "
-                    f"{_describe(dimensions)} at {timestamp.isoformat()}; staff add one in the "
-                    "admin (Product items → prices).",
-                )
-            ]
-        )
-    amount = rate(quantity, price.unit_price)
-    if amount >= MAX_AMOUNT:
-        raise UsageRejected(
-            [FieldProblem("quantity", f"this event would cost {amount}, more than one event may.")]
-        )
-    return _Rated(
-        event_id=event_id,
-        customer=customer,
-        product=product,
-        quantity=quantity,
-        dimensions=dimensions,
-        timestamp=timestamp,
-        price=price,
-        amount=amount,
-        fingerprint=fingerprint,
-        wallet_id=found.wallets.get(customer.pk),
-        earlier=earlier,
-    )
-
-
-def _event_id(value: Any, problems: list[FieldProblem]) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        problems.append(
-            FieldProblem("event_id", "send a non-empty string that identifies this event.")
-        )
-        return None
-    if len(value) > MAX_EVENT_ID_LENGTH:
-        problems.append(
-            FieldProblem(
-                "event_id", f"use at most {MAX_EVENT_ID_LENGTH} characters (got {len(value)})."
-            )
-        )
-        return None
-    if not value.isprintable():
-        problems.append(FieldProblem("event_id", "must not contain control characters."))
-        return None
-    return value
-
-
-def _customer(value: Any, found: _Lookups, problems: list[FieldProblem]) -> Customer | None:
-    if isinstance(value, Customer | str) and value:
-        customer = found.customers.get(_account_number(value) or "")
-    else:
-        problems.append(FieldProblem("customer", "send the customer's account number."))
-        return None
-    if customer is None or (found.api_key is not None and not found.api_key.may_see(customer)):
-        number = _account_number(value)
-        problems.append(FieldProblem("customer", f"no customer with account number {number!r}."))
-        return None
-    if customer.status != Customer.Status.ACTIVE:
-        problems.append(
-            FieldProblem(
-                "customer",
-                f"customer {customer.account_number} is {customer.get_status_display().lower()}; "
-                "usage is accepted only for active customers.",
-            )
-        )
-        return None
-    return customer
-
-
-def _product(value: Any, found: _Lookups, problems: list[FieldProblem]) -> ProductItem | None:
-    if isinstance(value, ProductItem | str) and value:
-        product = found.products.get(_product_code(value) or "")
-    else:
-        problems.append(FieldProblem("product", "send the product item's code, e.g. 'api-calls'."))
-        return None
-    if product is None:
-        problems.append(
-            FieldProblem("product", f"no product item with code {_product_code(value)!r}.")
-        )
-        return None
-    if not product.active:
-        problems.append(
-            FieldProblem(
-                "product", f"product item {product.code!r} is inactive; it cannot be billed."
-            )
-        )
-        return None
-    return product
-
-
-def _quantity(value: Any, problems: list[FieldProblem]) -> Decimal | None:
-    if isinstance(value, bool | float) or value is None:
-        problems.append(
-            FieldProblem("quantity", 'send a number as a string or an integer, e.g. "2.5" or 3.')
-        )
-        return None
-    try:
-        quantity = Decimal(value)
-    except (InvalidOperation, TypeError, ValueError):
-        problems.append(FieldProblem("quantity", f"must be a number, got {value!r}."))
-        return None
-    if not quantity.is_finite():
-        problems.append(FieldProblem("quantity", "must be a finite number."))
-    elif quantity <= 0:
-        problems.append(
-            FieldProblem(
-                "quantity",
-                f"must be greater than zero, got {decimal_text(quantity)}; to correct usage, "
-                "reverse the event instead.",
-            )
-        )
-    elif quantity != quantity.quantize(QUANTUM):
-        problems.append(
-            FieldProblem(
-                "quantity",
-                f"use at most {RATE_PLACES} decimal places (got {quantity}); round it first.",
-            )
-        )
-    elif quantity >= MAX_QUANTITY:
-        problems.append(FieldProblem("quantity", f"must be less than {MAX_QUANTITY:,.0f}."))
-    else:
-        return quantity
-    return None
-
-
-def _timestamp(value: Any, now: datetime, problems: list[FieldProblem]) -> datetime | None:
-    if value is None:
-        return now
-    if not isinstance(value, datetime):
-        problems.append(
-            FieldProblem("timestamp", "send an ISO 8601 time, e.g. 2026-11-25T10:00:00Z.")
-        )
-        return None
-    if timezone.is_naive(value):
-        problems.append(
-            FieldProblem(
-                "timestamp",
-                "add a time zone, e.g. 2026-11-25T10:00:00Z or 2026-11-25T11:00:00+01:00.",
-            )
-        )
-        return None
-    tolerance = timedelta(seconds=settings.USAGE_FUTURE_TOLERANCE_SECONDS)
-    if value > now + tolerance:
-        problems.append(
-            FieldProblem(
-                "timestamp",
-                f"{value.isoformat()} is {_ahead(value - now)} in the future; at most "
-                f"{_ahead(tolerance)} ahead is accepted. Send the time the usage happened "
-                "(and check the sender's clock).",
-            )
-        )
-        return None
-    return value
-
-
-def _ahead(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds >= 3600 * 48:
-        return f"{seconds // 86400} days"
-    if seconds >= 120:
-        return f"{seconds // 60} minutes"
-    return f"{seconds} seconds"
-
-
-def _describe(dimensions: dict[str, str]) -> str:
-    if not dimensions:
-        return "usage without dimensions"
-    return "usage with " + ", ".join(f"{k}={v}" for k, v in sorted(dimensions.items()))
-
-
-def _fingerprint(
-    product: ProductItem, quantity: Decimal, dimensions: dict[str, str], timestamp: Any
-) -> str:
-    """What identifies the event's content. A timestamp left out (= now) does not
-    count, so a retry without one still matches."""
-    payload = json.dumps(
-        [
-            product.code,
-            decimal_text(quantity),
-            sorted(dimensions.items()),
-            timestamp.isoformat() if isinstance(timestamp, datetime) else None,
-        ]
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+        return _replay(earlier, checked.fingerprint)
+    return price_event(checked, found)
 
 
 def _replay(earlier: UsageEvent, fingerprint: str) -> UsageOutcome:
@@ -636,11 +257,11 @@ def _replay(earlier: UsageEvent, fingerprint: str) -> UsageOutcome:
 
 
 def _book(
-    rated: list[tuple[int, _Rated]], *, actor: Actor, api_key: ApiKey | None
+    rated: list[tuple[int, RatedEvent]], *, actor: Actor, api_key: ApiKey | None
 ) -> list[tuple[int, UsageOutcome | UsageError]]:
     """Book rated events customer by customer (one wallet each), keeping each
     customer's events in the order they were sent."""
-    by_customer: dict[int, list[tuple[int, _Rated]]] = defaultdict(list)
+    by_customer: dict[int, list[tuple[int, RatedEvent]]] = defaultdict(list)
     for index, event in rated:
         by_customer[event.customer.pk].append((index, event))
     results: list[tuple[int, UsageOutcome | UsageError]] = []
@@ -658,7 +279,7 @@ REPLAY = _Replay()
 
 
 def _book_wallet_events(
-    events: list[tuple[int, _Rated]], *, actor: Actor, api_key: ApiKey | None
+    events: list[tuple[int, RatedEvent]], *, actor: Actor, api_key: ApiKey | None
 ) -> list[tuple[int, UsageOutcome | UsageError]]:
     """Book one customer's events, in order, in one database transaction: one
     `draw_down_batch` call for all of them (one wallet lock, one round trip; each
@@ -690,7 +311,7 @@ def _book_wallet_events(
         figures = _figures_after_each(wallet_id, changes)
         outcomes: list[UsageEvent | UsageError | _Replay] = []
         booked: list[UsageEvent] = []
-        refused: list[tuple[_Rated, str]] = []
+        refused: list[tuple[RatedEvent, str]] = []
         for pos, (_, event) in enumerate(events):
             draw = draws.get(pos)
             if pos in repeats or (isinstance(draw, services.DrawDown) and draw.replayed):
@@ -738,7 +359,7 @@ def _book_wallet_events(
     return answers
 
 
-def _charge(event: _Rated) -> services.UsageCharge:
+def _charge(event: RatedEvent) -> services.UsageCharge:
     """The ledger charge for a rated event, drawn at the event's own time."""
     return services.UsageCharge(
         amount=event.amount,
@@ -753,7 +374,7 @@ def _charge(event: _Rated) -> services.UsageCharge:
 
 
 def _answer(
-    event: _Rated, draw: services.DrawDown | None, figures: dict[str, str]
+    event: RatedEvent, draw: services.DrawDown | None, figures: dict[str, str]
 ) -> dict[str, Any]:
     """The API answer for a booked event (stored, and returned again on replay)."""
     return {
@@ -836,7 +457,7 @@ def _store_booked(rows: list[UsageEvent]) -> set[str]:
             for row in rows
         ]
     )
-    with _prepared_cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(STORE_BOOKED_SQL, {"rows": document}, prepare=True)
         ids = {event_id: pk for pk, event_id in cursor.fetchall()}
     for row in rows:
@@ -847,7 +468,7 @@ def _store_booked(rows: list[UsageEvent]) -> set[str]:
     return set(ids)
 
 
-def _booked_before(event: _Rated) -> UsageOutcome | UsageError:
+def _booked_before(event: RatedEvent) -> UsageOutcome | UsageError:
     """Answer as the booking of this event id did (or 409 if its content differs)."""
     earlier = UsageEvent.objects.filter(customer=event.customer, event_id=event.event_id).first()
     if earlier is None or earlier.status == UsageEvent.Status.REFUSED:
@@ -862,7 +483,7 @@ def _booked_before(event: _Rated) -> UsageOutcome | UsageError:
 
 
 def _record_refusals(
-    refused: list[tuple[_Rated, str]],
+    refused: list[tuple[RatedEvent, str]],
     *,
     wallet_id: int,
     actor: Actor,
@@ -921,7 +542,7 @@ def _figures_after_each(
     if wallet_id is None:
         return [{"credit_balance": "0", "debt": "0", "available_funds": "0"} for _ in changes]
     grant_ids = sorted({grant_id for d in changes if d for grant_id, _ in d.lots})
-    with _prepared_cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(
             WALLET_NOW_SQL, {"wallet_id": wallet_id, "grant_ids": grant_ids}, prepare=True
         )
