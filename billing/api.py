@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import pydantic
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
 from ninja import Field, Query, Router, Schema, Status
@@ -307,6 +308,11 @@ def error_response(exc: UsageError, *, prefix: tuple[str | int, ...]) -> Status:
     return Status(exc.status_code, {"detail": str(exc)})
 
 
+def failed(index: int, event_id: str | None, status: int, errors: list) -> dict[str, Any]:
+    """A batch result for an event that was not booked."""
+    return {"index": index, "event_id": event_id, "ok": False, "status": status, "errors": errors}
+
+
 def usage_out(outcome: UsageOutcome) -> dict[str, Any]:
     return {**outcome.response, "replayed": outcome.replayed}
 
@@ -346,59 +352,41 @@ def post_usage_batch(request: HttpRequest, batch: UsageBatchIn) -> Any:
     one result per event, in order; only a batch that is itself invalid (empty,
     too big) answers 422 and books nothing."""
     key = api_key_of(request)
+    limit = settings.USAGE_BATCH_MAX_EVENTS
+    if not batch.events or len(batch.events) > limit:
+        message = (
+            "send at least one event."
+            if not batch.events
+            else f"a batch holds at most {limit} events, got {len(batch.events)}; "
+            "split it into smaller batches."
+        )
+        return Status(422, {"detail": field_errors([FieldProblem("events", message)],
+                                                    prefix=("body", "batch"))})  # fmt: skip
     results: list[dict[str, Any] | None] = [None] * len(batch.events)
     inputs: list[tuple[int, UsageInput]] = []
     for index, raw in enumerate(batch.events):
         if not isinstance(raw, dict):
-            results[index] = {
-                "index": index,
-                "event_id": None,
-                "ok": False,
-                "status": 422,
-                "errors": [
-                    {
-                        "loc": [],
-                        "msg": "each event must be a JSON object (see UsageEventIn).",
-                        "type": "object_type",
-                    }
-                ],
-            }
+            results[index] = failed(
+                index, None, 422, [{"loc": [], "type": "object_type",
+                                    "msg": "each event must be a JSON object (see UsageEventIn)."}]
+            )  # fmt: skip
             continue
-        event_id = raw.get("event_id")
         try:
             parsed = UsageEventIn.model_validate(raw)
         except pydantic.ValidationError as exc:
-            results[index] = {
-                "index": index,
-                "event_id": event_id if isinstance(event_id, str) else None,
-                "ok": False,
-                "status": 422,
-                "errors": pydantic_errors(exc),
-            }
+            event_id = raw.get("event_id")
+            results[index] = failed(
+                index, event_id if isinstance(event_id, str) else None, 422, pydantic_errors(exc)
+            )
             continue
         inputs.append((index, parsed.to_input()))
-    if inputs:
-        try:
-            outcomes = record_usage_batch(
-                events=[event for _, event in inputs], actor=Actor.api_key(key), api_key=key
-            )
-        except UsageRejected as exc:
-            return Status(422, {"detail": field_errors(exc.problems, prefix=("body", "batch"))})
-    elif not batch.events:
-        return Status(
-            422,
-            {
-                "detail": [
-                    {
-                        "loc": ["body", "batch", "events"],
-                        "msg": "send at least one event.",
-                        "type": "value_error",
-                    }
-                ]
-            },
+    outcomes = (
+        record_usage_batch(
+            events=[event for _, event in inputs], actor=Actor.api_key(key), api_key=key
         )
-    else:
-        outcomes = []
+        if inputs
+        else []
+    )
     for (index, event), outcome in zip(inputs, outcomes, strict=True):
         if isinstance(outcome, UsageOutcome):
             results[index] = {
@@ -414,13 +402,7 @@ def post_usage_batch(request: HttpRequest, batch: UsageBatchIn) -> Any:
                 if isinstance(outcome, UsageRejected)
                 else [{"loc": [], "msg": str(outcome), "type": type(outcome).__name__}]
             )
-            results[index] = {
-                "index": index,
-                "event_id": event.event_id,
-                "ok": False,
-                "status": outcome.status_code,
-                "errors": errors,
-            }
+            results[index] = failed(index, event.event_id, outcome.status_code, errors)
     done = [r for r in results if r is not None]
     replayed = sum(1 for r in done if r["ok"] and r["usage"]["replayed"])
     booked = sum(1 for r in done if r["ok"]) - replayed

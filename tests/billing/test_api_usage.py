@@ -298,3 +298,15 @@ def test_reverse_of_an_unknown_or_refused_event(api, alice, funded):
 
     assert response.status_code == 409
     assert "nothing was booked" in response.json()["detail"]
+
+
+def test_a_partner_key_cannot_reverse_other_partners_usage(api, client, alice, funded):
+    booked = post(api, USAGE, event(alice)).json()
+    _key, token = ApiKey.issue(name="reseller", partner=Partner.objects.create(name="Other"))
+
+    response = client.post(
+        f"/api/v1/usage/{booked['id']}/reverse", headers={"Authorization": f"Bearer {token}"}
+    )
+
+    assert response.status_code == 404
+    assert UsageEvent.objects.get().status == "booked"
