@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from billing.models import Customer, ProductItem
@@ -25,6 +26,7 @@ from wallets.models import (
     Entry,
     GrantConsumption,
     LedgerTransaction,
+    RecurringGrantRule,
     Wallet,
 )
 
@@ -240,8 +242,16 @@ class GrantForm(forms.Form):
         widget=forms.RadioSelect,
         help_text="Free credits ignore this: they need no payment.",
     )
+    frequency = forms.ChoiceField(
+        choices=[("one_time", "One-Time"), ("recurring", "Recurring: once per billing period")],
+        initial="one_time",
+        widget=forms.RadioSelect,
+        help_text="Recurring creates a rule; the grant of the current period is issued at once.",
+    )
     effective_at = forms.DateTimeField(required=False, help_text="Empty: now.")
-    expires_at = forms.DateTimeField(required=False)
+    expires_at = forms.DateTimeField(
+        required=False, help_text="Empty: the default period from Prepaid credit settings."
+    )
     priority = forms.IntegerField(min_value=0, max_value=32767, initial=100)
     condition_item = forms.ModelChoiceField(
         queryset=ProductItem.objects.filter(active=True), required=False
@@ -369,6 +379,9 @@ class CreditGrantAdmin(ReadOnlyAdmin):
                     f"{customer} has no default card at Stripe; add one, or choose Reconcile Later."
                 )
         wallet = services.open_wallet(customer=customer, currency=data["currency"] or None)
+        if data["frequency"] == "recurring":
+            return self._recurring(request, wallet, data)
+        starts = data["effective_at"] or timezone.now()
         grant = services.grant_credit(
             wallet=wallet,
             amount=data["amount"],
@@ -378,8 +391,8 @@ class CreditGrantAdmin(ReadOnlyAdmin):
             # one form post = one grant; a double-submitted form carries the same token
             idempotency_key=f"admin-grant:{request.POST.get('csrfmiddlewaretoken', '')}:{customer.pk}",
             pending=data["payment"] in ("reconcile_later", "now") and data["kind"] != "free",
-            effective_at=data["effective_at"],
-            expires_at=data["expires_at"],
+            effective_at=starts,
+            expires_at=data["expires_at"] or services.default_expiry(starts),
             priority=data["priority"],
             condition_item=data["condition_item"],
             condition_dimensions=data["condition_dimensions"],
@@ -400,6 +413,32 @@ class CreditGrantAdmin(ReadOnlyAdmin):
                 self.message_user(request, f"The card was not charged ({exc}); the credit stays Requires Action.",
                                   messages.WARNING)  # fmt: skip
             grant.refresh_from_db()
+        return grant
+
+    def _recurring(self, request: HttpRequest, wallet: Wallet, data: dict[str, Any]) -> CreditGrant:
+        """A recurring grant is a rule (issued once per billing period by the
+        "Issue recurring credit grants" job); this period's grant is issued now."""
+        from wallets import recurring
+
+        if data["payment"] == "now" or data["kind"] not in ("paid", "free"):
+            raise errors.WalletError(
+                "Recurring credit is paid (Reconcile Later / received) or free; not 'Now'."
+            )
+        rule = RecurringGrantRule.objects.create(
+            wallet=wallet, name=data["name"], amount=data["amount"], kind=data["kind"],
+            pending=data["payment"] == "reconcile_later" and data["kind"] != "free",
+            condition_item=data["condition_item"], condition_dimensions=data["condition_dimensions"],
+            priority=data["priority"],
+        )  # fmt: skip
+        self.log_addition(request, rule, "Recurring credit rule")
+        recurring.issue_recurring_grants(actor=Actor.user(request.user))
+        grant = CreditGrant.objects.filter(
+            wallet=wallet, source_type="recurring_rule", source_id=str(rule.pk)
+        ).first()
+        if grant is None:
+            raise errors.WalletError(
+                "The rule was saved but no grant was issued for this period; see the job runs."
+            )
         return grant
 
     class ActivateForm(forms.Form):
@@ -555,7 +594,7 @@ class CreditLimitChangeAdmin(ReadOnlyAdmin):
 
 from wallets import notifications as notification_service  # noqa: E402
 from wallets import recurring  # noqa: E402
-from wallets.models import Notification, PrepaidCreditSettings, RecurringGrantRule  # noqa: E402
+from wallets.models import Notification, PrepaidCreditSettings  # noqa: E402
 
 
 @admin.register(PrepaidCreditSettings)
