@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 from celery import shared_task
 
 from billing import stripe_services, stripe_webhooks
+from jobs.runner import Batch, run_job
 
 # Give the task enqueued on commit its chance before the sweep takes an event.
 EVENT_GRACE = timedelta(seconds=30)
@@ -22,10 +24,34 @@ def process_stripe_event(event_id: str) -> str:
 
 @shared_task
 def sweep_stripe() -> dict[str, int]:
-    """Every minute (beat): events still waiting, charges without a definite answer,
-    money effects left undone. Each part works in bounded batches."""
-    return {
-        "events": stripe_webhooks.retry_waiting_events(older_than=EVENT_GRACE),
-        "charges": stripe_services.retry_pending_charges(older_than=CHARGE_GRACE),
-        "effects": stripe_services.apply_due_effects(),
-    }
+    """Every minute (beat; job "stripe_sweep" in jobs.registry): events still waiting,
+    charges without a definite answer, money effects left undone. Each part works in
+    bounded batches. Returns the counts (all zero when another run was going)."""
+    counts = {"events": 0, "charges": 0, "effects": 0}
+
+    def work(batch_size: int) -> Iterator[Batch]:
+        counts["events"] = stripe_webhooks.retry_waiting_events(older_than=EVENT_GRACE)
+        yield Batch(processed=counts["events"])
+        counts["charges"] = stripe_services.retry_pending_charges(older_than=CHARGE_GRACE)
+        yield Batch(processed=counts["charges"])
+        counts["effects"] = stripe_services.apply_due_effects()
+        yield Batch(processed=counts["effects"])
+
+    run_job("stripe_sweep", work)
+    return counts
+
+
+@shared_task
+def close_billing_periods(batch_size: int | None = None) -> dict[str, int | str]:
+    """Hourly (job "close_billing_periods"): usage invoices for complete periods."""
+    from billing.usage_invoices import close_due_period_batches
+    from jobs.runner import summary
+    from wallets.actors import Actor
+
+    actor = Actor.job("close_billing_periods")
+    run = run_job(
+        "close_billing_periods",
+        lambda size: close_due_period_batches(actor=actor, batch_size=size),
+        batch_size=batch_size,
+    )
+    return summary(run)

@@ -8,6 +8,7 @@ the very grants they came from (with their original expiry)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
 
@@ -20,6 +21,7 @@ from billing.periods import BillingPeriod, period_containing
 from billing.usage import reverse_usage
 from invoices import services as invoice_services
 from invoices.models import Invoice
+from jobs.runner import Batch
 from wallets.actors import Actor
 from wallets.models import GrantConsumption
 
@@ -97,27 +99,41 @@ def close_period(*, customer: Customer, period: BillingPeriod, actor: Actor) -> 
     return issued
 
 
-def close_due_periods(*, actor: Actor, now: datetime | None = None, batch_size: int = 200) -> int:
+def close_due_period_batches(
+    *, actor: Actor, now: datetime | None = None, batch_size: int = 200
+) -> Iterator[Batch]:
     """Invoice every complete billing period that has uninvoiced usage, oldest first
-    (a missed run catches up period by period). Returns the number of invoices."""
+    (a missed run catches up period by period), `batch_size` customers at a time.
+    Each invoice is its own transaction; rerunning issues nothing twice."""
     now = now or timezone.now()
-    count = 0
-    customers = (
-        Customer.objects.filter(usage_events__status=UsageEvent.Status.BOOKED)
-        .exclude(usage_events__invoices__status__in=LIVE)
-        .distinct()
-        .order_by("pk")
+    after = 0
+    while True:
+        customers = list(
+            Customer.objects.filter(pk__gt=after, usage_events__status=UsageEvent.Status.BOOKED)
+            .distinct()
+            .order_by("pk")[:batch_size]
+        )
+        if not customers:
+            return
+        issued = 0
+        for customer in customers:
+            current = period_containing(now, customer.billing_anchor_day)
+            oldest = uninvoiced_events(customer, current.starts_at).order_by("timestamp").first()
+            if oldest is None:
+                continue
+            period = period_containing(oldest.timestamp, customer.billing_anchor_day)
+            while period.start < current.start:
+                issued += len(close_period(customer=customer, period=period, actor=actor))
+                period = period.next(customer.billing_anchor_day)
+        after = customers[-1].pk
+        yield Batch(processed=issued)
+
+
+def close_due_periods(*, actor: Actor, now: datetime | None = None, batch_size: int = 200) -> int:
+    """All of `close_due_period_batches`; returns the number of invoices issued."""
+    return sum(
+        b.processed for b in close_due_period_batches(actor=actor, now=now, batch_size=batch_size)
     )
-    for customer in customers[:batch_size]:
-        current = period_containing(now, customer.billing_anchor_day)
-        oldest = uninvoiced_events(customer, current.starts_at).order_by("timestamp").first()
-        if oldest is None:
-            continue
-        period = period_containing(oldest.timestamp, customer.billing_anchor_day)
-        while period.start < current.start:
-            count += len(close_period(customer=customer, period=period, actor=actor))
-            period = period.next(customer.billing_anchor_day)
-    return count
 
 
 def void_usage_invoice(*, invoice: Invoice, reason: str, actor: Actor) -> Invoice:

@@ -1167,3 +1167,185 @@ def set_credit_limit(
         locked.updated_at = timezone.now()
         locked.save(update_fields=["credit_limit", "updated_at"])
         return change
+
+
+# --- scheduled jobs ---------------------------------------------------------------
+# Services the beat jobs call (wallets/tasks.py). Everything below is new; nothing
+# above was changed for it.
+
+
+def default_expiry(effective_at: datetime) -> datetime:
+    """When a new grant effective at `effective_at` expires, unless it says otherwise:
+    the period staff set in "Prepaid credit settings" (days, weeks, months or years)."""
+    from wallets.models import PrepaidCreditSettings
+
+    return PrepaidCreditSettings.load().default_expiry(effective_at)
+
+
+EXPIRY_JOB_ACTOR = Actor.job("expire_grants")
+# Grants that can still expire (plain strings: they go into raw SQL).
+LIVE_STATUSES = ["active", "exhausted", "pending"]
+
+# The due grants of one batch, in the order the sweep walks them.
+EXPIRY_DUE_SQL = """
+SELECT id, wallet_id, expires_at, currency FROM wallets_creditgrant
+WHERE status IN ('active', 'exhausted', 'pending') AND expires_at <= %(at)s AND (expires_at, id) > (%(after_at)s, %(after_id)s)
+ORDER BY expires_at, id
+LIMIT %(limit)s
+"""
+
+EXPIRY_LOCK_SQL = "SELECT id FROM wallets_wallet WHERE id = ANY(%(wallets)s) ORDER BY id FOR UPDATE"
+
+# Under the wallet locks (a new statement sees every change committed before them):
+# re-check each grant, then book one expiry transaction per grant (the same key and
+# request fingerprint `expire_grant` uses, so the two paths never both book), one
+# `grant → breakage` entry per grant with credit left, expire the grants and move the
+# wallets' cached balances — five statements' work in one. `balance_after` is the
+# wallet's running balance: grants of one wallet are booked in id order, each
+# transaction showing the balance after it.
+EXPIRY_BOOK_SQL = """
+WITH due AS (
+    SELECT g.id, g.wallet_id, g.account_id, g.remaining, g.name, g.expires_at, w.currency,
+           w.credit_balance - SUM(g.remaining) OVER running AS balance_after,
+           w.restricted_balance
+               - SUM(CASE WHEN g.restricted THEN g.remaining ELSE 0 END) OVER running AS restricted_after,
+           w.debt AS debt_after,
+           'expire:grant:' || g.id AS idempotency_key
+    FROM wallets_creditgrant g
+    JOIN wallets_wallet w ON w.id = g.wallet_id
+    WHERE g.id = ANY(%(ids)s) AND g.status IN ('active', 'exhausted', 'pending') AND g.expires_at <= %(at)s
+      AND NOT EXISTS (SELECT 1 FROM wallets_ledgertransaction t
+                      WHERE t.idempotency_key = 'expire:grant:' || g.id)
+    WINDOW running AS (PARTITION BY g.wallet_id ORDER BY g.id ROWS UNBOUNDED PRECEDING)
+),
+tx AS (
+    INSERT INTO wallets_ledgertransaction
+        (kind, wallet_id, idempotency_key, request_hash, effective_at, created_at, actor,
+         actor_user_id, memo, reference, amount, currency, balance_after, restricted_after,
+         debt_after, metadata)
+    SELECT 'expiry', d.wallet_id, d.idempotency_key,
+           encode(sha256(convert_to('["expire", {"grant": ' || d.id || '}]', 'UTF8')), 'hex'),
+           d.expires_at, %(now)s, %(actor)s, NULL, left(d.name || ' expired', 500), '',
+           d.remaining, d.currency, d.balance_after, d.restricted_after, d.debt_after,
+           jsonb_build_object('grant', d.id)
+    FROM due d
+    ORDER BY d.wallet_id, d.id
+    RETURNING id, idempotency_key
+),
+entries AS (
+    INSERT INTO wallets_entry (transaction_id, debit_account_id, credit_account_id, amount, currency)
+    SELECT tx.id, d.account_id, b.id, d.remaining, d.currency
+    FROM tx
+    JOIN due d ON d.idempotency_key = tx.idempotency_key
+    LEFT JOIN wallets_account b ON b.kind = 'system' AND b.code = 'breakage' AND b.currency = d.currency
+    WHERE d.remaining > 0
+),
+expired AS (
+    UPDATE wallets_creditgrant g
+    SET status = 'expired', remaining = 0, ended_at = d.expires_at
+    FROM due d WHERE g.id = d.id
+),
+balances AS (
+    UPDATE wallets_wallet w
+    SET credit_balance = last.balance_after, restricted_balance = last.restricted_after,
+        updated_at = %(now)s
+    FROM (SELECT DISTINCT ON (wallet_id) wallet_id, balance_after, restricted_after
+          FROM due ORDER BY wallet_id, id DESC) last
+    WHERE w.id = last.wallet_id
+)
+SELECT COUNT(*), COALESCE(SUM(remaining), 0), COALESCE(array_agg(id), '{}') FROM due
+"""
+
+
+@dataclass(frozen=True)
+class ExpiryBatch:
+    """One batch of the expiry sweep, committed."""
+
+    selected: int  # due grants the batch looked at
+    expired: int  # expiry transactions booked
+    breakage: Decimal  # credit moved to breakage
+    cursor: tuple[datetime, int] | None  # (expires_at, id) of the last grant looked at
+    errors: tuple[str, ...] = ()
+
+    @property
+    def processed(self) -> int:
+        return self.expired
+
+    @property
+    def failed(self) -> int:
+        return len(self.errors)
+
+
+def expire_due_grants(
+    *,
+    at: datetime | None = None,
+    limit: int = 1000,
+    after: tuple[datetime, int] | None = None,
+    actor: Actor = EXPIRY_JOB_ACTOR,
+) -> ExpiryBatch:
+    """Expire up to `limit` grants whose expiry date has passed (by `at`), after the
+    cursor `after`, in one transaction: each grant's remainder is booked to breakage
+    and the wallet balance drops, as `expire_grant` does one grant at a time.
+
+    A grant is expired exactly once whichever path runs first: the sweep books under
+    the key `expire_grant` uses (`expire:grant:<id>`) and skips a grant that already
+    has it. The transaction's effective time is the grant's expiry date, so a sweep
+    that runs late, or is killed and rerun, books the same ledger as a punctual one.
+    Wallets are locked in id order, like every other multi-wallet write."""
+    at = at or timezone.now()
+    if limit <= 0:
+        raise errors.WalletError("limit must be positive.")
+    after_at, after_id = after or (datetime.min.replace(tzinfo=UTC), 0)
+    with transaction.atomic(durable=True), connection.cursor() as db:
+        db.execute(
+            EXPIRY_DUE_SQL,
+            {"at": at, "after_at": after_at, "after_id": after_id, "limit": limit},
+        )  # fmt: skip
+        due = db.fetchall()
+        if not due:
+            return ExpiryBatch(selected=0, expired=0, breakage=ZERO, cursor=None)
+        for currency in {row[3] for row in due}:
+            system_account(Code.BREAKAGE, currency)
+        db.execute(EXPIRY_LOCK_SQL, {"wallets": sorted({row[1] for row in due})})
+        ids = [row[0] for row in due]
+        db.execute(
+            EXPIRY_BOOK_SQL,
+            {"ids": ids, "at": at, "now": timezone.now(), "actor": actor.label},
+        )
+        row = db.fetchone()
+        assert row is not None  # an aggregate always returns one row
+        expired, breakage, booked = row
+        problems: tuple[str, ...] = ()
+        if expired < len(ids):
+            problems = _expiry_leftovers(set(ids) - set(booked), at)
+    last = due[-1]
+    return ExpiryBatch(
+        selected=len(due), expired=expired, breakage=Decimal(breakage),
+        cursor=(last[2], last[0]), errors=problems,
+    )  # fmt: skip
+
+
+def _expiry_leftovers(ids: set[int], at: datetime) -> tuple[str, ...]:
+    """Grants the batch selected but did not expire. Voided or expired meanwhile is
+    fine; a live grant that already has an expiry transaction is a ledger problem."""
+    stuck = CreditGrant.objects.filter(pk__in=ids, status__in=LIVE_STATUSES, expires_at__lte=at)
+    return tuple(
+        f"grant {grant.pk} is {grant.status} but its expiry key expire:grant:{grant.pk} is "
+        "already booked; run check_ledger."
+        for grant in stuck.order_by("pk")
+    )
+
+
+def expire_due_grant_batches(
+    *, batch_size: int = 1000, at: datetime | None = None
+) -> Iterator[ExpiryBatch]:
+    """The whole sweep, batch by batch (each committed before it is yielded). Grants
+    that fall due while it runs wait for the next run."""
+    at = at or timezone.now()
+    cursor: tuple[datetime, int] | None = None
+    while True:
+        batch = expire_due_grants(at=at, limit=batch_size, after=cursor)
+        if batch.selected == 0:
+            return
+        yield batch
+        cursor = batch.cursor

@@ -18,7 +18,7 @@ def staff(client):
 
 
 def add_credit(staff, customer, **fields):
-    data = {"customer": customer.pk, "name": "Card top-up", "amount": "30", "kind": "paid", "payment": "now",
+    data = {"customer": customer.pk, "name": "Card top-up", "amount": "30", "kind": "paid", "payment": "now", "frequency": "one_time",
             "priority": "100", **fields}  # fmt: skip
     return staff.post("/admin/wallets/creditgrant/add/", data, follow=True)
 

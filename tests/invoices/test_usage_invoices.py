@@ -202,3 +202,17 @@ def test_pdf_shows_the_invoice(alice, calls, price, credit, tmp_path, artifacts_
 def test_cents_are_allocated_without_losing_one():
     parts = allocate_cents([D("0.333333"), D("0.333333"), D("0.333334")])
     assert sum(parts) == D("1.00") and sorted(parts) == [D("0.33"), D("0.33"), D("0.34")]
+
+
+def test_the_close_job_runs_through_the_job_platform(alice, calls, price, credit):
+    from billing.tasks import close_billing_periods
+    from jobs.models import JobRun
+
+    price(calls, "1", effective_from=LONG_AGO)
+    credit(alice, "100", effective_at=timezone.now() - timedelta(days=200))
+    use(alice, "api-calls", "3", last_period(alice).starts_at + timedelta(days=1))
+    close_billing_periods(batch_size=1)
+    close_billing_periods(batch_size=1)
+    assert Invoice.objects.count() == 1
+    runs = JobRun.objects.filter(job_name="close_billing_periods").order_by("id")
+    assert [r.items_processed for r in runs] == [1, 0]

@@ -1,0 +1,111 @@
+"""Every scheduled job, in one place.
+
+A job is a Celery task (in the app that owns its data, thin: it calls a service
+through `jobs.runner.run_job`) plus one entry here. `migrate` and
+`manage.py install_schedules` install each entry's default beat schedule as a
+django-celery-beat PeriodicTask named `title`; from then on staff own the
+schedule in the admin (Periodic tasks), and the "Jobs health" page watches it.
+
+Task paths are strings: this module imports no app of ours, so every app may
+use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # JobRun.job_name and the advisory lock's key
+    task: str  # dotted path of the Celery task
+    every: timedelta  # default interval between runs
+    title: str  # the PeriodicTask's name in the admin
+    description: str
+    batch_size: int = 1000  # items per batch; each batch is one database transaction
+    # A run stops starting new batches after this long; the next run continues.
+    # Well below CELERY_TASK_TIME_LIMIT and the broker's visibility timeout.
+    time_budget: timedelta = timedelta(minutes=10)
+
+    @property
+    def lock_name(self) -> str:
+        return f"job:{self.name}"
+
+
+JOBS: tuple[Job, ...] = (
+    Job(
+        name="expire_grants",
+        task="wallets.tasks.expire_grants",
+        every=timedelta(minutes=5),
+        title="Expire due credit grants (breakage)",
+        description=(
+            "Books the remainder of every grant past its expiry date to breakage and "
+            "lowers the wallet balance: one expiry transaction per grant, set-based "
+            "batches, idempotency key expire:grant:<id>."
+        ),
+        batch_size=2000,
+    ),
+    Job(
+        name="issue_recurring_grants",
+        task="wallets.tasks.issue_recurring_grants",
+        every=timedelta(hours=1),
+        title="Issue recurring credit grants",
+        description=(
+            "Issues each active recurring grant rule's grant once per billing period "
+            "(idempotency key recurring:<rule>:<period start>), catching up missed periods."
+        ),
+        batch_size=100,
+    ),
+    Job(
+        name="send_notifications",
+        task="wallets.tasks.send_notifications",
+        every=timedelta(minutes=1),
+        title="Send queued notifications",
+        description=(
+            "Emails queued notifications from the outbox; failures are retried with "
+            "exponential backoff, then marked failed."
+        ),
+        batch_size=100,
+    ),
+    Job(
+        name="stripe_sweep",
+        task="billing.tasks.sweep_stripe",
+        every=timedelta(minutes=1),
+        # the name the Stripe migration (billing 0004) installed it under
+        title="Stripe: retry waiting webhooks, pending charges and money effects",
+        description=(
+            "Webhook events still waiting, charges without a definite answer, money "
+            "effects left undone."
+        ),
+        batch_size=100,
+    ),
+    Job(
+        name="close_billing_periods",
+        task="billing.tasks.close_billing_periods",
+        every=timedelta(hours=1),
+        title="Close billing periods into usage invoices",
+        description=(
+            "Issues a usage invoice for every complete billing period with uninvoiced usage "
+            "(a line per product item, prepaid credits applied, amount due), oldest first."
+        ),
+        batch_size=200,
+    ),
+    Job(
+        name="prune_job_runs",
+        task="jobs.tasks.prune_job_runs",
+        every=timedelta(days=1),
+        title="Prune old job runs",
+        description="Deletes job runs older than 30 days (the last success of each job stays).",
+        batch_size=5000,
+    ),
+)
+
+_BY_NAME = {job.name: job for job in JOBS}
+
+
+def get(name: str) -> Job:
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"no job named {name!r} in jobs.registry.JOBS") from None
