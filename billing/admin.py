@@ -9,22 +9,28 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from billing import stripe_services, stripe_webhooks
 from billing.errors import BillingError
 from billing.models import (
+    ApiKey,
     Customer,
     CustomerClass,
     Partner,
     PortalUser,
+    Price,
     ProductItem,
     StripeCharge,
     StripeChargeQuerySet,
     StripeEvent,
     StripePaymentMethod,
+    UsageEvent,
 )
 from billing.stripe_gateway import stripe_enabled
+from billing.usage import reverse_usage
+from wallets.actors import Actor
 
 
 @admin.register(Partner)
@@ -249,11 +255,127 @@ class PortalUserAdmin(admin.ModelAdmin):
     autocomplete_fields = ["user", "customer"]
 
 
+class PriceInline(admin.TabularInline):
+    model = Price
+    extra = 1
+    fields = ["currency", "unit_price", "dimensions", "effective_from", "effective_to"]
+    ordering = ["currency", "-effective_from"]
+    verbose_name_plural = (
+        "prices (the most specific matching dimensions win, then the latest effective)"
+    )
+
+
+class PriceInForceFilter(admin.SimpleListFilter):
+    title = "price in force"
+    parameter_name = "priced"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin
+    ) -> Iterable[tuple[str, str]]:
+        return [("yes", "Has a price now"), ("no", "No price now (usage is refused)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        priced = Price.objects.effective(timezone.now()).values("product_item")
+        if self.value() == "yes":
+            return queryset.filter(pk__in=priced)
+        if self.value() == "no":
+            return queryset.exclude(pk__in=priced)
+        return queryset
+
+
 @admin.register(ProductItem)
 class ProductItemAdmin(admin.ModelAdmin):
-    list_display = ["code", "name", "unit", "active"]
-    list_filter = ["active"]
+    list_display = ["code", "name", "unit", "active", "prices_now"]
+    list_filter = ["active", PriceInForceFilter, "unit", "prices__currency"]
     search_fields = ["code", "name"]
+    inlines = [PriceInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ProductItem]:
+        return super().get_queryset(request).prefetch_related("prices").distinct()
+
+    @admin.display(description="prices in force now")
+    def prices_now(self, obj: ProductItem) -> str:
+        now = timezone.now()
+        current = sorted(
+            (p for p in obj.prices.all() if p.is_effective(now)),
+            key=lambda p: (p.currency, -p.specificity),
+        )
+        return ", ".join(str(p).removeprefix(f"{obj.code} ") for p in current) or "—"
+
+
+@admin.register(Price)
+class PriceAdmin(admin.ModelAdmin):
+    list_display = [
+        "product_item",
+        "currency",
+        "unit_price",
+        "dimensions",
+        "effective_from",
+        "effective_to",
+    ]
+    list_filter = ["currency", "product_item", "effective_from"]
+    search_fields = ["product_item__code", "product_item__name"]
+    list_select_related = ["product_item"]
+    autocomplete_fields = ["product_item"]
+    date_hierarchy = "effective_from"
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Create shows the secret once; only its hash is kept. Revoke is for good."""
+
+    list_display = ["name", "prefix", "partner", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "partner"]
+    search_fields = ["name", "prefix"]
+    readonly_fields = [
+        "prefix",
+        "created_at",
+        "created_by",
+        "last_used_at",
+        "revoked_at",
+        "revoked_by",
+    ]
+    actions = ["revoke"]
+
+    def get_fields(self, request: HttpRequest, obj: Model | None = None) -> tuple[str, ...]:
+        if obj is None:
+            return ("name", "partner")
+        return ("name", "partner", *self.readonly_fields)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False  # usage events point at their key: revoke instead
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        token = None
+        if not change:
+            obj.created_by = str(request.user)
+            token = obj.assign_secret()
+        super().save_model(request, obj, form, change)
+        if token:
+            self.message_user(
+                request,
+                f"API key {obj.name!r} created. Copy it now, it is shown only once: {token}",
+                messages.WARNING,
+            )
+
+    @admin.action(description="Revoke the selected API keys", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> TemplateResponse | None:
+        live = list(queryset.filter(revoked_at__isnull=True))
+        left = queryset.count() - len(live)
+        return confirm_then(
+            self,
+            request,
+            action_name="revoke",
+            title="Revoke API keys",
+            question=(
+                "Revoke these API keys? Requests with them are refused at once (401), "
+                "and a revoked key cannot be brought back: issue a new one instead."
+            ),
+            confirm_label="Yes, revoke",
+            items=[(key, f"last used {key.last_used_at or 'never'}") for key in live],
+            skipped=f"{left} selected key(s) were already revoked." if left else "",
+            run=lambda key: "revoked" if key.revoke(by=str(request.user)) else "already revoked",
+        )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -430,4 +552,50 @@ class StripeChargeAdmin(ReadOnlyAdmin):
             items=[(c, c.last_error or c.effects_error) for c in due],
             skipped=f"{left} selected charge(s) have nothing to retry." if left else "",
             run=lambda c: stripe_services.retry_charge(charge=c).get_status_display().lower(),
+        )
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(ReadOnlyAdmin):
+    list_display = [
+        "event_id",
+        "customer",
+        "product_item",
+        "quantity",
+        "unit_price",
+        "amount",
+        "currency",
+        "status",
+        "timestamp",
+    ]
+    list_filter = ["status", "product_item", "currency", "timestamp"]
+    search_fields = ["event_id", "customer__account_number", "customer__name"]
+    list_select_related = ["customer", "product_item"]
+    date_hierarchy = "timestamp"
+    actions = ["reverse"]
+    readonly_fields = [f.name for f in UsageEvent._meta.fields]
+
+    @admin.action(description="Reverse the selected usage events", permissions=["act"])
+    def reverse(
+        self, request: HttpRequest, queryset: QuerySet[UsageEvent]
+    ) -> TemplateResponse | None:
+        booked = list(queryset.filter(status=UsageEvent.Status.BOOKED))
+        left = queryset.count() - len(booked)
+        actor = Actor.user(request.user)
+        return confirm_then(
+            self,
+            request,
+            action_name="reverse",
+            title="Reverse usage",
+            question=(
+                "Reverse these usage events? Their credit goes back to the grants it was "
+                "drawn from (with their original expiry), debt they created is cancelled, "
+                "and the ledger shows a reversal; nothing is edited in place."
+            ),
+            confirm_label="Yes, reverse",
+            items=[(e, f"{e.amount} {e.currency}") for e in booked],
+            skipped=f"{left} selected event(s) refused or already reversed are left alone."
+            if left
+            else "",
+            run=lambda e: reverse_usage(event=e, actor=actor).event.status,
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from decimal import Decimal
+
 
 class BillingError(Exception):
     """Base class: the message says what happened and what to do about it."""
@@ -66,3 +69,56 @@ class WebhookRejected(BillingError):
 
 class StripeMismatch(BillingError):
     """What Stripe reports does not fit our record (other intent, amount or currency)."""
+
+
+# --- usage ---------------------------------------------------------------------------
+
+
+class UsageError(BillingError):
+    """A usage event (or its reversal) was not booked; nothing was written to the
+    ledger. `status_code` is the HTTP status the API answers with."""
+
+    status_code = 400
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One thing wrong with one field of a usage event."""
+
+    field: str
+    message: str
+
+
+class UsageRejected(UsageError):
+    """Bad input: each problem names the field and says what to fix."""
+
+    status_code = 422
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+class UsageRefused(UsageError):
+    """The wallet cannot pay for the event (the ledger's InsufficientFunds message)."""
+
+    status_code = 402
+
+    def __init__(self, message: str, *, needed: Decimal, available: Decimal) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.available = available
+
+
+class UsageConflict(UsageError):
+    """The event id was already used for a different event of the same customer."""
+
+    status_code = 409
+
+
+class UsageNotFound(UsageError):
+    status_code = 404
+
+
+class UsageNotReversible(UsageError):
+    status_code = 409

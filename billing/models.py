@@ -5,11 +5,15 @@ This module is the bottom layer: it imports no other app of ours.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import hashlib
+import secrets
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import connection, models
 from django.db.models import F, Q
@@ -218,6 +222,354 @@ class ProductItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.code})"
+
+
+# --- Catalogue: prices ---------------------------------------------------------------
+
+# Prices and usage quantities keep 6 decimal places, like the ledger: a rate of
+# 0.0001 per call is exact.
+RATE_PLACES = 6
+
+
+def decimal_text(value: Decimal) -> str:
+    """A decimal as plain text without trailing zeros or exponent ("1.5", "100")."""
+    text = format(value.normalize(), "f")
+    return "0" if text in ("-0", "0") else text
+
+
+def clean_dimensions(value: object, *, what: str = "dimensions") -> dict[str, str]:
+    """A mapping of dimension name to value, compared as strings ({"region": "eu",
+    "tier": "2"}); integers become strings. Anything else raises ValueError with a
+    message that says what to fix."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f'{what} must be a JSON object of name to value, e.g. {{"region": "eu"}}.')
+    clean: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f"{what}: every dimension name must be a non-empty string.")
+        if isinstance(item, bool) or not isinstance(item, str | int):
+            raise ValueError(
+                f"{what}: {key!r} must be a string or an integer, got {_json_type(item)}."
+            )
+        if isinstance(item, str) and not item:
+            raise ValueError(f"{what}: {key!r} must not be empty.")
+        clean[key] = str(item)
+    return clean
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return f"a decimal number ({value!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+class PriceQuerySet(models.QuerySet["Price"]):
+    def effective(self, at: datetime) -> PriceQuerySet:
+        """Prices in force at `at`: effective_from <= at < effective_to."""
+        return self.filter(effective_from__lte=at).filter(
+            Q(effective_to__isnull=True) | Q(effective_to__gt=at)
+        )
+
+
+class Price(models.Model):
+    """The unit price of a product item in one currency over a period, optionally
+    only for usage with certain dimension values (e.g. region=eu).
+
+    Rating rule (`Price.best_for`): among the prices in force at the event's
+    timestamp whose dimensions all match the event, the most specific (most
+    dimensions) wins, then the one that took effect last."""
+
+    product_item = models.ForeignKey(ProductItem, on_delete=models.PROTECT, related_name="prices")
+    currency = models.CharField(max_length=3, choices=currency_choices)
+    unit_price = models.DecimalField(
+        max_digits=18,
+        decimal_places=RATE_PLACES,
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="Per unit of the product item, up to 6 decimal places (e.g. 0.0001).",
+    )
+    dimensions = models.JSONField(
+        "dimension values",
+        default=dict,
+        blank=True,
+        help_text='Only for usage with these values, e.g. {"region": "eu"}. Empty: any usage.',
+    )
+    effective_from = models.DateTimeField(default=timezone.now)
+    effective_to = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The price no longer applies from this moment. Empty: open.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PriceQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["product_item", "currency", "-effective_from"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(unit_price__gte=0), name="billing_price_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(effective_to__isnull=True) | Q(effective_to__gt=F("effective_from")),
+                name="billing_price_period_ends_after_start",
+            ),
+            models.UniqueConstraint(
+                fields=["product_item", "currency", "dimensions", "effective_from"],
+                name="billing_price_one_per_item_currency_dimensions_start",
+                violation_error_message=(
+                    "This product item already has a price in this currency for the same "
+                    "dimension values starting at the same moment; change that one instead."
+                ),
+            ),
+        ]
+        indexes = [models.Index(fields=["product_item", "currency", "-effective_from"])]
+
+    def __str__(self) -> str:
+        dims = ", ".join(f"{k}={v}" for k, v in sorted(self.dimensions.items()))
+        return f"{self.product_item.code} {decimal_text(self.unit_price)} {self.currency}" + (
+            f" [{dims}]" if dims else ""
+        )
+
+    def clean(self) -> None:
+        try:
+            self.dimensions = clean_dimensions(self.dimensions)
+        except ValueError as exc:
+            raise ValidationError({"dimensions": str(exc)}) from None
+        if self.unit_price is not None and self.unit_price != self.unit_price.quantize(
+            Decimal(1).scaleb(-RATE_PLACES)
+        ):
+            raise ValidationError({"unit_price": "Use at most 6 decimal places."})
+
+    @property
+    def specificity(self) -> int:
+        return len(self.dimensions)
+
+    def matches(self, dimensions: dict[str, str]) -> bool:
+        return all(dimensions.get(k) == v for k, v in self.dimensions.items())
+
+    def is_effective(self, at: datetime) -> bool:
+        return self.effective_from <= at and (self.effective_to is None or at < self.effective_to)
+
+    @staticmethod
+    def best_for(
+        prices: Iterable[Price], *, dimensions: dict[str, str], at: datetime
+    ) -> Price | None:
+        """The price that rates usage with these dimensions at `at`: the most
+        specific match, then the latest effective, then the newest row."""
+        candidates = [p for p in prices if p.is_effective(at) and p.matches(dimensions)]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda p: (p.specificity, p.effective_from, p.pk or 0))
+
+
+# --- API keys ------------------------------------------------------------------------
+
+API_KEY_PREFIX = "ppk_"
+
+
+def hash_api_secret(token: str) -> str:
+    """SHA-256 of the whole token. The secret is 32 random bytes, so a fast hash is
+    enough (no dictionary to guess from) and lets us look a key up by its hash."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def usable(self) -> ApiKeyQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiKey(models.Model):
+    """A bearer token for the JSON API. Only the SHA-256 of the secret is stored;
+    the secret itself is shown once, when the key is created. A key restricted to
+    a partner sees and bills only that partner's customers."""
+
+    # How stale last_used_at may get before a request writes it again: one UPDATE
+    # per key per minute instead of one per request.
+    LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+    name = models.CharField(
+        max_length=100, help_text="Who or what uses it, e.g. 'metering service'."
+    )
+    prefix = models.CharField(
+        max_length=16,
+        unique=True,
+        editable=False,
+        help_text="The start of the key, to recognise it.",
+    )
+    secret_hash = models.CharField(max_length=64, unique=True, editable=False)
+    partner = models.ForeignKey(
+        Partner,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="api_keys",
+        help_text="Restrict the key to this partner's customers. Empty: all customers.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=200, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_by = models.CharField(max_length=200, blank=True, editable=False)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def assign_secret(self) -> str:
+        """Give the key a new random secret and return the token (shown once); only
+        its hash is kept."""
+        token = API_KEY_PREFIX + secrets.token_urlsafe(32)
+        self.prefix = token[: len(API_KEY_PREFIX) + 8]
+        self.secret_hash = hash_api_secret(token)
+        return token
+
+    @classmethod
+    def issue(
+        cls, *, name: str, partner: Partner | None = None, created_by: str = ""
+    ) -> tuple[ApiKey, str]:
+        key = cls(name=name, partner=partner, created_by=created_by)
+        token = key.assign_secret()
+        key.save()
+        return key, token
+
+    @classmethod
+    def for_token(cls, token: str) -> ApiKey | None:
+        """The key this token belongs to, revoked or not (the caller decides)."""
+        if not token.startswith(API_KEY_PREFIX):
+            return None
+        # Runs on every API request: a plain statement, no query compilation. The
+        # columns authentication needs are loaded; the others load on access.
+        names = ["id", "name", "prefix", "partner_id", "last_used_at", "revoked_at"]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {', '.join(names)} FROM billing_apikey WHERE secret_hash = %s",  # noqa: S608
+                [hash_api_secret(token)],
+            )
+            row = cursor.fetchone()
+        return None if row is None else cls.from_db(connection.alias, names, list(row))
+
+    def revoke(self, *, by: str = "") -> bool:
+        """Revoke for good; True if this call revoked it. A conditional UPDATE, so
+        two staff members revoking at once record one revocation."""
+        now = timezone.now()
+        done = ApiKey.objects.filter(pk=self.pk, revoked_at__isnull=True).update(
+            revoked_at=now, revoked_by=by
+        )
+        if done:
+            self.revoked_at, self.revoked_by = now, by
+        return bool(done)
+
+    def touch(self) -> None:
+        """Record use, at most once per LAST_USED_RESOLUTION."""
+        now = timezone.now()
+        if self.last_used_at is not None and now - self.last_used_at < self.LAST_USED_RESOLUTION:
+            return
+        ApiKey.objects.filter(pk=self.pk).filter(
+            Q(last_used_at__isnull=True) | Q(last_used_at__lt=now - self.LAST_USED_RESOLUTION)
+        ).update(last_used_at=now)
+        self.last_used_at = now
+
+    def may_see(self, customer: Customer) -> bool:
+        return self.partner_id is None or customer.partner_id == self.partner_id
+
+
+# --- Usage events --------------------------------------------------------------------
+
+
+class UsageEvent(models.Model):
+    """One metered usage event sent through the API, and what it cost.
+
+    `event_id` is the sender's idempotency key, unique per customer (not per API
+    key: a key rotated mid-stream must not bill an event twice). The ledger
+    transaction it booked is referenced by id (`transaction_id`), because this
+    module sits below the wallets app. `response` is the API answer given when
+    the event was booked; sending the same event again returns it."""
+
+    class Status(models.TextChoices):
+        BOOKED = "booked", "Booked"
+        REFUSED = "refused", "Refused (insufficient funds)"
+        REVERSED = "reversed", "Reversed"
+
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="usage_events")
+    product_item = models.ForeignKey(
+        ProductItem, on_delete=models.PROTECT, related_name="usage_events"
+    )
+    event_id = models.CharField(max_length=200, help_text="The sender's id for this event.")
+    quantity = models.DecimalField(max_digits=24, decimal_places=RATE_PLACES)
+    dimensions = models.JSONField(default=dict, blank=True)
+    timestamp = models.DateTimeField(help_text="When the usage happened (business time).")
+    price = models.ForeignKey(
+        Price, on_delete=models.PROTECT, null=True, blank=True, related_name="usage_events"
+    )
+    unit_price = models.DecimalField(max_digits=18, decimal_places=RATE_PLACES)
+    amount = models.DecimalField(
+        max_digits=24,
+        decimal_places=RATE_PLACES,
+        help_text="quantity × unit price, rounded half up to 6 places.",
+    )
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    message = models.TextField(blank=True, help_text="Why it was refused.")
+    wallet_id = models.PositiveBigIntegerField(null=True, blank=True)
+    transaction_id = models.PositiveBigIntegerField(
+        null=True, blank=True, unique=True, help_text="The ledger transaction that drew it down."
+    )
+    reversal_transaction_id = models.PositiveBigIntegerField(null=True, blank=True, unique=True)
+    fingerprint = models.CharField(max_length=64, help_text="Hash of what was sent, to spot reuse.")
+    response = models.JSONField(default=dict, blank=True, help_text="The answer when booked.")
+    reversal_response = models.JSONField(default=dict, blank=True)
+    api_key = models.ForeignKey(
+        ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="usage_events"
+    )
+    actor = models.CharField(max_length=200, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+    reversed_at = models.DateTimeField(null=True, blank=True)
+    reversed_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer", "event_id"], name="billing_usage_event_id_unique_per_customer"
+            ),
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0), name="billing_usage_quantity_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(amount__gte=0) & Q(unit_price__gte=0),
+                name="billing_usage_amount_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="reversed") | Q(reversed_at__isnull=False),
+                name="billing_usage_reversed_has_date",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["customer", "timestamp"], name="usage_customer_time"),
+            models.Index(fields=["product_item", "timestamp"], name="usage_item_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} · {self.quantity} {self.product_item.unit} ({self.status})"
 
 
 # --- Stripe -----------------------------------------------------------------------

@@ -39,3 +39,19 @@ def sweep_stripe() -> dict[str, int]:
 
     run_job("stripe_sweep", work)
     return counts
+
+
+@shared_task
+def close_billing_periods(batch_size: int | None = None) -> dict[str, int | str]:
+    """Hourly (job "close_billing_periods"): usage invoices for complete periods."""
+    from billing.usage_invoices import close_due_period_batches
+    from jobs.runner import summary
+    from wallets.actors import Actor
+
+    actor = Actor.job("close_billing_periods")
+    run = run_job(
+        "close_billing_periods",
+        lambda size: close_due_period_batches(actor=actor, batch_size=size),
+        batch_size=batch_size,
+    )
+    return summary(run)

@@ -144,6 +144,13 @@ USE_TZ = True
 CURRENCIES = tuple(env.list("CURRENCIES", default=["USD", "EUR", "GBP"]))
 DEFAULT_CURRENCY = env("DEFAULT_CURRENCY", default=CURRENCIES[0])
 
+# --- Usage API -----------------------------------------------------------------
+# An event may be stamped at most this far in the future (clock skew between the
+# sender and us); later ones are refused with a 422.
+USAGE_FUTURE_TOLERANCE_SECONDS = env.int("USAGE_FUTURE_TOLERANCE_SECONDS", default=300)
+# Largest batch POST /api/v1/usage/batch accepts.
+USAGE_BATCH_MAX_EVENTS = env.int("USAGE_BATCH_MAX_EVENTS", default=1000)
+
 # --- Static files (WhiteNoise) -------------------------------------------------
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

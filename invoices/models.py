@@ -1,1 +1,123 @@
-"""Data models of this app; filled in by its feature issues."""
+"""Invoices: gapless numbering per series, lines, and the usage they bill.
+
+Money on a document is in the currency's minor unit (2 places here); the exact
+6-place figures stay in the ledger. A usage invoice rounds once, and the rounding
+difference is booked by `wallets.services.round_debt` so the ledger still
+balances to the cent billed."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from decimal import Decimal
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+CENT = Decimal("0.01")
+
+
+def doc_money(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=18, decimal_places=2, **kwargs)
+
+
+class InvoiceSeries(models.Model):
+    """Numbers are taken under this row's lock when an invoice is issued: no gaps,
+    no duplicates, whatever the concurrency."""
+
+    code = models.SlugField(max_length=20, unique=True)
+    prefix = models.CharField(max_length=20)
+    next_number = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        verbose_name_plural = "invoice series"
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.prefix}…, next {self.next_number})"
+
+
+class Invoice(models.Model):
+    class Kind(models.TextChoices):
+        USAGE = "usage", "Usage"
+        TOP_UP = "top_up", "Top-up"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        ISSUED = "issued", "Issued"
+        VOID = "void", "Void"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    customer = models.ForeignKey(
+        "billing.Customer", on_delete=models.PROTECT, related_name="invoices"
+    )
+    currency = models.CharField(max_length=3)
+    series = models.ForeignKey(InvoiceSeries, on_delete=models.PROTECT, related_name="invoices")
+    number = models.PositiveIntegerField(null=True, blank=True)
+    period_start = models.DateField(null=True, blank=True)
+    period_end = models.DateField(
+        null=True, blank=True, help_text="Exclusive: the next period's first day."
+    )
+    subtotal = doc_money(default=Decimal("0"))
+    credits_applied = doc_money(default=Decimal("0"))
+    amount_due = doc_money(default=Decimal("0"))
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    issued_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    void_reason = models.CharField(max_length=500, blank=True)
+    usage_events = models.ManyToManyField("billing.UsageEvent", related_name="invoices", blank=True)
+    rounding_transaction_id = models.PositiveBigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["series", "number"], name="invoice_number_unique_in_series"
+            ),
+            # one live usage invoice per customer, currency and period
+            models.UniqueConstraint(
+                fields=["customer", "currency", "period_start"],
+                condition=Q(kind="usage") & ~Q(status="void"),
+                name="one_live_usage_invoice_per_period",
+            ),
+            models.CheckConstraint(
+                condition=Q(amount_due__gte=0) & Q(credits_applied__gte=0),
+                name="invoice_amounts_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(subtotal=models.F("credits_applied") + models.F("amount_due")),
+                name="invoice_subtotal_is_credits_plus_due",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.display_number} · {self.customer}"
+
+    @property
+    def period_last_day(self) -> date | None:
+        return self.period_end - timedelta(days=1) if self.period_end else None
+
+    @property
+    def display_number(self) -> str:
+        if self.number is None:
+            return f"draft #{self.pk}"
+        return f"{self.series.prefix}{self.number:06d}"
+
+
+class InvoiceLine(models.Model):
+    invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
+    product_item = models.ForeignKey(
+        "billing.ProductItem", on_delete=models.PROTECT, null=True, blank=True
+    )
+    description = models.CharField(max_length=300)
+    quantity = models.DecimalField(max_digits=24, decimal_places=6)
+    unit_price = models.DecimalField(max_digits=24, decimal_places=6)
+    amount = doc_money()
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.description

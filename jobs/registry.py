@@ -81,6 +81,17 @@ JOBS: tuple[Job, ...] = (
         batch_size=100,
     ),
     Job(
+        name="close_billing_periods",
+        task="billing.tasks.close_billing_periods",
+        every=timedelta(hours=1),
+        title="Close billing periods into usage invoices",
+        description=(
+            "Issues a usage invoice for every complete billing period with uninvoiced usage "
+            "(a line per product item, prepaid credits applied, amount due), oldest first."
+        ),
+        batch_size=200,
+    ),
+    Job(
         name="prune_job_runs",
         task="jobs.tasks.prune_job_runs",
         every=timedelta(days=1),

@@ -13,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 
 from billing.models import Customer, ProductItem
@@ -25,6 +26,7 @@ from wallets.models import (
     Entry,
     GrantConsumption,
     LedgerTransaction,
+    RecurringGrantRule,
     Wallet,
 )
 
@@ -79,6 +81,7 @@ def run_confirmed(
     action: str,
     perform: Any,
     form_class: type[forms.Form] | None = None,
+    expected: tuple[type[Exception], ...] = (errors.WalletError,),
 ) -> HttpResponse | None:
     """The shape of django's delete_selected: show what will happen, ask to confirm
     (and for any input the service needs), then call the service once per object,
@@ -89,7 +92,7 @@ def run_confirmed(
         for obj in queryset:
             try:
                 message = perform(obj, form.cleaned_data if form else {})
-            except errors.WalletError as exc:
+            except expected as exc:
                 modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
                 continue
             modeladmin.log_change(request, obj, message)
@@ -233,13 +236,22 @@ class GrantForm(forms.Form):
                 "reconcile_later",
                 "Reconcile Later: pending, shown as Requires Action until activated",
             ),
+            ("now", "Now: charge the customer's default card (Stripe)"),
         ],
         initial="paid",
         widget=forms.RadioSelect,
         help_text="Free credits ignore this: they need no payment.",
     )
+    frequency = forms.ChoiceField(
+        choices=[("one_time", "One-Time"), ("recurring", "Recurring: once per billing period")],
+        initial="one_time",
+        widget=forms.RadioSelect,
+        help_text="Recurring creates a rule; the grant of the current period is issued at once.",
+    )
     effective_at = forms.DateTimeField(required=False, help_text="Empty: now.")
-    expires_at = forms.DateTimeField(required=False)
+    expires_at = forms.DateTimeField(
+        required=False, help_text="Empty: the default period from Prepaid credit settings."
+    )
     priority = forms.IntegerField(min_value=0, max_value=32767, initial=100)
     condition_item = forms.ModelChoiceField(
         queryset=ProductItem.objects.filter(active=True), required=False
@@ -336,7 +348,10 @@ class CreditGrantAdmin(ReadOnlyAdmin):
                 form.add_error(None, str(exc))
             else:
                 self.log_addition(request, grant, f"Granted {grant.amount} {grant.currency}")
-                state = "pending (Requires Action)" if grant.status == "pending" else "active"
+                state = {
+                    "pending": "pending (Requires Action)",
+                    "voided": "voided: the card payment failed",
+                }.get(grant.status, grant.status)
                 self.message_user(request, f"Added {grant} — {state}.", messages.SUCCESS)
                 return HttpResponseRedirect(
                     reverse("admin:wallets_creditgrant_change", args=[grant.pk])
@@ -351,9 +366,23 @@ class CreditGrantAdmin(ReadOnlyAdmin):
 
     def _grant(self, request: HttpRequest, data: dict[str, Any]) -> CreditGrant:
         customer: Customer = data["customer"]
+        charge_now = data["payment"] == "now" and data["kind"] != "free"
+        if charge_now:
+            from billing.stripe_gateway import stripe_enabled
+
+            if not stripe_enabled():
+                raise errors.WalletError(
+                    "'Now' needs Stripe: set STRIPE_API_KEY, or choose Reconcile Later."
+                )
+            if not customer.stripe_payment_methods.filter(is_default=True).exists():
+                raise errors.WalletError(
+                    f"{customer} has no default card at Stripe; add one, or choose Reconcile Later."
+                )
         wallet = services.open_wallet(customer=customer, currency=data["currency"] or None)
-        pending = data["payment"] == "reconcile_later" and data["kind"] != "free"
-        return services.grant_credit(
+        if data["frequency"] == "recurring":
+            return self._recurring(request, wallet, data)
+        starts = data["effective_at"] or timezone.now()
+        grant = services.grant_credit(
             wallet=wallet,
             amount=data["amount"],
             kind=data["kind"],
@@ -361,15 +390,56 @@ class CreditGrantAdmin(ReadOnlyAdmin):
             actor=Actor.user(request.user),
             # one form post = one grant; a double-submitted form carries the same token
             idempotency_key=f"admin-grant:{request.POST.get('csrfmiddlewaretoken', '')}:{customer.pk}",
-            pending=pending,
-            effective_at=data["effective_at"],
-            expires_at=data["expires_at"],
+            pending=data["payment"] in ("reconcile_later", "now") and data["kind"] != "free",
+            effective_at=starts,
+            expires_at=data["expires_at"] or services.default_expiry(starts),
             priority=data["priority"],
             condition_item=data["condition_item"],
             condition_dimensions=data["condition_dimensions"],
             external_transaction_id=data["external_transaction_id"],
             memo=data["memo"],
         )
+        if charge_now:
+            # The grant waits (pending) until the money is in; a decline voids it.
+            from billing import stripe_services
+            from billing.errors import BillingError
+
+            try:
+                stripe_services.charge_off_session(
+                    customer=customer, amount=grant.amount, purpose="grant", grant_id=grant.pk,
+                    currency=grant.currency, initiated_by=Actor.user(request.user).label,
+                )  # fmt: skip
+            except BillingError as exc:
+                self.message_user(request, f"The card was not charged ({exc}); the credit stays Requires Action.",
+                                  messages.WARNING)  # fmt: skip
+            grant.refresh_from_db()
+        return grant
+
+    def _recurring(self, request: HttpRequest, wallet: Wallet, data: dict[str, Any]) -> CreditGrant:
+        """A recurring grant is a rule (issued once per billing period by the
+        "Issue recurring credit grants" job); this period's grant is issued now."""
+        from wallets import recurring
+
+        if data["payment"] == "now" or data["kind"] not in ("paid", "free"):
+            raise errors.WalletError(
+                "Recurring credit is paid (Reconcile Later / received) or free; not 'Now'."
+            )
+        rule = RecurringGrantRule.objects.create(
+            wallet=wallet, name=data["name"], amount=data["amount"], kind=data["kind"],
+            pending=data["payment"] == "reconcile_later" and data["kind"] != "free",
+            condition_item=data["condition_item"], condition_dimensions=data["condition_dimensions"],
+            priority=data["priority"],
+        )  # fmt: skip
+        self.log_addition(request, rule, "Recurring credit rule")
+        recurring.issue_recurring_grants(actor=Actor.user(request.user))
+        grant = CreditGrant.objects.filter(
+            wallet=wallet, source_type="recurring_rule", source_id=str(rule.pk)
+        ).first()
+        if grant is None:
+            raise errors.WalletError(
+                "The rule was saved but no grant was issued for this period; see the job runs."
+            )
+        return grant
 
     class ActivateForm(forms.Form):
         external_transaction_id = forms.CharField(
@@ -524,7 +594,7 @@ class CreditLimitChangeAdmin(ReadOnlyAdmin):
 
 from wallets import notifications as notification_service  # noqa: E402
 from wallets import recurring  # noqa: E402
-from wallets.models import Notification, PrepaidCreditSettings, RecurringGrantRule  # noqa: E402
+from wallets.models import Notification, PrepaidCreditSettings  # noqa: E402
 
 
 @admin.register(PrepaidCreditSettings)

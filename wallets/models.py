@@ -160,6 +160,7 @@ class LedgerTransaction(models.Model):
         DEBT_PAYMENT = "debt_payment", "Payment on debt"
         DEBT_SETTLEMENT = "debt_settlement", "Debt settled from credit"
         REVERSAL = "reversal", "Reversal"
+        ROUNDING = "rounding", "Rounding to the cent"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     wallet = models.ForeignKey(

@@ -17,6 +17,7 @@ Rules every function here follows:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import defaultdict
@@ -432,7 +433,8 @@ def grant_credit(
         legs = [] if pending else _funding_legs(locked, grant, apply_to_debt=apply_to_debt)
         tx = _post(
             wallet=locked, kind=Kind.GRANT, legs=legs, grants=[grant], key=key,
-            request_hash=request_hash, actor=actor, amount=amount, memo=memo or name,
+            request_hash=request_hash, actor=actor, amount=amount,
+            memo=memo or (f"{name} (awaiting payment, not yet usable)" if pending else name),
             reference=source_id, metadata={"grant": grant.pk, "pending": pending},
         )  # fmt: skip
         grant.issued_by = tx
@@ -601,86 +603,22 @@ class DrawDown:
     replayed: bool = False
 
 
-# Step 1: lock the wallet row and look up the idempotency key, in one round trip.
-LOCK_SQL = """
-SELECT w.currency, w.credit_balance, w.restricted_balance, w.debt, w.credit_limit,
-       w.temporary_credit_increase, w.temporary_increase_valid_until, w.receivable_account_id,
-       t.id, t.request_hash,
-       (SELECT a.id FROM wallets_account a
-        WHERE a.kind = 'system' AND a.code = 'usage_revenue' AND a.currency = w.currency)
-FROM wallets_wallet w
-LEFT JOIN wallets_ledgertransaction t ON t.idempotency_key = %(key)s
-WHERE w.id = %(wallet_id)s
-FOR UPDATE OF w
-"""
+@dataclass(frozen=True)
+class UsageCharge:
+    """One event of a batch: charge `amount` for `item_id`/`dimensions` at `at`."""
 
-# Step 2, under that lock (a new statement sees every committed change): pick the
-# grants that apply, in draw-down order, take what the amount needs from each, and
-# write the transaction, its entries, the consumption lots, the grants and the
-# wallet in one statement. What the grants cannot cover becomes debt if the limit
-# allows (`debt_room`); otherwise nothing is written and `tx_id` comes back NULL.
-DRAW_DOWN_SQL = """
-WITH usable AS (
-    SELECT g.id, g.account_id, g.remaining, g.restricted,
-           SUM(g.remaining) OVER draw_order - g.remaining AS before
-    FROM wallets_creditgrant g
-    WHERE g.wallet_id = %(wallet_id)s AND g.status = 'active' AND g.remaining > 0
-      AND g.effective_at <= %(at)s AND (g.expires_at IS NULL OR g.expires_at > %(at)s)
-      AND (g.condition_item_id IS NULL OR g.condition_item_id = %(item_id)s)
-      AND g.condition_dimensions <@ %(dimensions)s::jsonb
-    WINDOW draw_order AS (
-        ORDER BY g.specificity DESC, g.priority, g.expires_at NULLS LAST, g.kind <> 'free', g.id
-        ROWS UNBOUNDED PRECEDING)
-),
-takes AS (
-    SELECT id, account_id, restricted, LEAST(remaining, %(amount)s - before) AS take
-    FROM usable WHERE before < %(amount)s
-),
-decision AS (
-    SELECT COALESCE(SUM(take), 0) AS covered,
-           COALESCE(SUM(take) FILTER (WHERE restricted), 0) AS covered_restricted
-    FROM takes
-),
-tx AS (
-    INSERT INTO wallets_ledgertransaction
-        (kind, wallet_id, idempotency_key, request_hash, effective_at, created_at, actor,
-         actor_user_id, memo, reference, amount, currency, balance_after, restricted_after,
-         debt_after, metadata)
-    SELECT 'usage', %(wallet_id)s, %(key)s, %(request_hash)s, %(at)s, %(now)s, %(actor)s,
-           %(actor_user_id)s, %(memo)s, %(reference)s, %(amount)s, %(currency)s,
-           %(balance)s - d.covered, %(restricted)s - d.covered_restricted,
-           %(debt)s + %(amount)s - d.covered, %(metadata)s::jsonb
-    FROM decision d
-    WHERE %(amount)s - d.covered <= %(debt_room)s
-    RETURNING id, balance_after, restricted_after, debt_after
-),
-entries AS (
-    INSERT INTO wallets_entry (transaction_id, debit_account_id, credit_account_id, amount, currency)
-    SELECT tx.id, t.account_id, %(revenue_id)s, t.take, %(currency)s FROM tx, takes t
-    UNION ALL
-    SELECT tx.id, %(receivable_id)s, %(revenue_id)s, %(amount)s - d.covered, %(currency)s
-    FROM tx, decision d WHERE d.covered < %(amount)s
-),
-lots AS (
-    INSERT INTO wallets_grantconsumption (transaction_id, grant_id, amount)
-    SELECT tx.id, t.id, t.take FROM tx, takes t
-),
-grant_update AS (
-    UPDATE wallets_creditgrant g
-    SET remaining = g.remaining - t.take,
-        status = CASE WHEN g.remaining = t.take THEN 'exhausted' ELSE g.status END
-    FROM tx, takes t WHERE g.id = t.id
-),
-wallet_update AS (
-    UPDATE wallets_wallet w
-    SET credit_balance = tx.balance_after, restricted_balance = tx.restricted_after,
-        debt = tx.debt_after, updated_at = %(now)s
-    FROM tx WHERE w.id = %(wallet_id)s
-)
-SELECT tx.id, d.covered, tx.balance_after, tx.debt_after,
-       (SELECT json_agg(json_build_array(t.id, t.take::text)) FROM takes t)
-FROM decision d LEFT JOIN tx ON true
-"""
+    amount: Decimal | str | int
+    idempotency_key: str
+    item_id: int | None = None
+    dimensions: dict | None = None
+    at: datetime | None = None
+    memo: str = ""
+    reference: str = ""
+    metadata: dict | None = None
+
+
+# One call books a whole batch for one wallet: see migration 0003 for the SQL.
+DRAW_DOWN_CALL = "SELECT * FROM wallets_draw_down(%(wallet_id)s, %(events)s::jsonb, %(actor)s, %(actor_user_id)s, %(now)s)"
 
 
 def draw_down(
@@ -698,93 +636,155 @@ def draw_down(
 ) -> DrawDown:
     """Charge `amount` of usage to the wallet in real time.
 
-    Grants that apply to the item and dimensions are drawn in draw-down order; what
-    they cannot cover becomes debt while the credit limit allows it. Otherwise
-    `InsufficientFunds` is raised and nothing is booked. Round trips: lock, one write
-    statement, commit."""
-    amount = _money(amount)
-    key = _key(idempotency_key)
-    dims = _dimensions(dimensions)
-    at = at or timezone.now()
+    Grants that apply to the item and dimensions are drawn in draw-down order
+    (`draw_order`); what they cannot cover becomes debt while the credit limit
+    allows it. Otherwise `InsufficientFunds` is raised and nothing is booked. The
+    same key again returns the first answer. One round trip to PostgreSQL."""
+    charge = UsageCharge(amount=amount, idempotency_key=idempotency_key, item_id=item_id,
+                         dimensions=dimensions, at=at, memo=memo, reference=reference,
+                         metadata=metadata)  # fmt: skip
+    (result,) = draw_down_batch(wallet=wallet, charges=[charge], actor=actor)
+    if isinstance(result, errors.WalletError):
+        raise result
+    return result
+
+
+def draw_down_batch(
+    *, wallet: Wallet | int, charges: list[UsageCharge], actor: Actor
+) -> list[DrawDown | errors.WalletError]:
+    """Book many usage charges on one wallet with one lock and one round trip.
+
+    Returns, in order, a `DrawDown` per booked (or replayed) charge and the error
+    for each refused one (`InsufficientFunds`, `IdempotencyConflict`, bad input):
+    every charge stands alone, as if sent separately in that order."""
     wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
+    results: list[DrawDown | errors.WalletError | None] = [None] * len(charges)
+    events: list[dict[str, Any]] = []
+    hashes: dict[int, tuple[str, Decimal]] = {}
+    now = timezone.now()
+    for ord_, charge in enumerate(charges):
+        try:
+            event = _usage_event(wallet_id, charge, now)
+        except errors.WalletError as exc:
+            results[ord_] = exc
+            continue
+        event["ord"] = ord_
+        hashes[ord_] = (event["request_hash"], Decimal(event["amount"]))
+        events.append(event)
+    if events:
+        try:
+            rows = _call_draw_down(wallet_id, events, actor, now)
+        except IntegrityError as exc:
+            # A key raced in from a call on another wallet: book one by one instead;
+            # a charge that loses its race answers like a replay of the winner.
+            if not _is_idempotency_violation(exc):
+                raise
+            rows = [
+                row
+                for event in events
+                for row in _call_draw_down_or_replay(wallet_id, event, actor, now)
+            ]
+        for row in rows:
+            results[row[0]] = _draw_down_outcome(row, charges[row[0]], hashes[row[0]])
+    return [r if r is not None else errors.WalletError("not processed") for r in results]
+
+
+def _usage_event(wallet_id: int, charge: UsageCharge, now: datetime) -> dict[str, Any]:
+    amount = _money(charge.amount)
+    key = _key(charge.idempotency_key)
+    dims = _dimensions(charge.dimensions)
     request_hash = _request_hash(
-        "usage", wallet=wallet_id, amount=amount, item=item_id, dims=dims, reference=reference
+        "usage",
+        wallet=wallet_id,
+        amount=amount,
+        item=charge.item_id,
+        dims=dims,
+        reference=charge.reference,
     )
+    return {
+        "amount": str(amount), "item_id": charge.item_id, "dimensions": dims,
+        "at": (charge.at or now).isoformat(), "key": key, "request_hash": request_hash,
+        "memo": charge.memo[:500], "reference": charge.reference, "metadata": charge.metadata or {},
+    }  # fmt: skip
 
-    def book() -> DrawDown:
+
+def _call_draw_down(wallet_id: int, events: list[dict], actor: Actor, now: datetime) -> list[tuple]:
+    params = {"wallet_id": wallet_id, "events": json.dumps(events), "actor": actor.label,
+              "actor_user_id": actor.user_id, "now": now}  # fmt: skip
+    # Outside a transaction the call is its own transaction (no BEGIN/COMMIT round
+    # trips); inside one, a savepoint keeps a failed call from spoiling the caller's.
+    with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
         with _prepared_cursor() as cursor:
-            cursor.execute(LOCK_SQL, {"wallet_id": wallet_id, "key": key}, prepare=True)
-            row = cursor.fetchone()
-            if row is None:
-                raise errors.WalletNotFound(f"wallet {wallet_id} does not exist.")
-            (
-                currency,
-                balance,
-                restricted,
-                debt,
-                limit,
-                increase,
-                until,
-                receivable_id,
-                earlier_id,
-                earlier_hash,
-                revenue_id,
-            ) = row
-            if earlier_id is not None:
-                if earlier_hash != request_hash:
-                    _existing(key, request_hash)  # raises the conflict with its message
-                return _draw_down_result(earlier_id, replayed=True)
-            state = Wallet(
-                credit_balance=balance, restricted_balance=restricted, debt=debt, credit_limit=limit,
-                temporary_credit_increase=increase, temporary_increase_valid_until=until,
-            )  # fmt: skip
-            cursor.execute(
-                DRAW_DOWN_SQL,
-                {
-                    "wallet_id": wallet_id, "item_id": item_id, "dimensions": json.dumps(dims),
-                    "amount": amount, "at": at, "now": timezone.now(), "key": key,
-                    "request_hash": request_hash, "actor": actor.label, "actor_user_id": actor.user_id,
-                    "memo": memo[:500], "reference": reference, "currency": currency,
-                    "balance": balance, "restricted": restricted, "debt": debt,
-                    "debt_room": state.debt_headroom(at), "metadata": json.dumps(metadata or {}),
-                    "receivable_id": receivable_id,
-                    "revenue_id": revenue_id or system_account(Code.USAGE_REVENUE, currency).pk,
-                },
-                prepare=True,
-            )  # fmt: skip
-            outcome = cursor.fetchone()
-            assert outcome is not None  # the statement always returns one row
-            tx_id, covered, balance_after, debt_after, lots = outcome
-        if tx_id is None:
-            raise errors.InsufficientFunds(
-                f"insufficient funds: this usage costs {amount} {currency} but the wallet can cover "
-                f"{covered + state.debt_headroom(at)} {currency} (credits that apply {covered}, "
-                f"credit limit room {state.debt_headroom(at)}). Top up or raise the credit limit.",
-                needed=amount,
-                available=covered + state.debt_headroom(at),
-            )
-        return DrawDown(
-            transaction_id=tx_id,
-            amount=amount,
-            from_credits=covered,
-            to_debt=amount - covered,
-            lots=tuple((grant_id, Decimal(take)) for grant_id, take in lots or ()),
-            balance_after=balance_after,
-            debt_after=debt_after,
-        )
+            cursor.execute(DRAW_DOWN_CALL, params, prepare=True)
+            return cursor.fetchall()
 
-    return _once(
-        key, request_hash, book, lambda earlier: _draw_down_result(earlier.pk, replayed=True)
+
+def _call_draw_down_or_replay(
+    wallet_id: int, event: dict, actor: Actor, now: datetime
+) -> list[tuple]:
+    try:
+        return _call_draw_down(wallet_id, [event], actor, now)
+    except IntegrityError as exc:
+        if not _is_idempotency_violation(exc):
+            raise
+    earlier = LedgerTransaction.objects.get(idempotency_key=event["key"])
+    return [
+        (
+            event["ord"],
+            "replay",
+            earlier.pk,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            earlier.request_hash,
+        )
+    ]
+
+
+def _draw_down_outcome(
+    row: tuple, charge: UsageCharge, sent: tuple[str, Decimal]
+) -> DrawDown | errors.WalletError:
+    ord_, outcome, tx_id, covered, balance_after, debt_after, lots, room, currency, earlier_hash = (
+        row
+    )
+    request_hash, amount = sent  # as validated and sent
+    if outcome == "no_wallet":
+        return errors.WalletNotFound("wallet does not exist.")
+    if outcome == "replay":
+        if earlier_hash != request_hash:
+            return errors.IdempotencyConflict(
+                f"idempotency key {charge.idempotency_key!r} was already used for a different "
+                f"request (transaction #{tx_id}); use a new key."
+            )
+        return _draw_down_result(tx_id, replayed=True)
+    if outcome == "insufficient":
+        return errors.InsufficientFunds(
+            f"insufficient funds: this usage costs {amount} {currency} but the wallet can cover "
+            f"{covered + room} {currency} (credits that apply {covered}, credit limit room {room}). "
+            "Top up or raise the credit limit.",
+            needed=amount,
+            available=covered + room,
+        )
+    return DrawDown(
+        transaction_id=tx_id,
+        amount=amount,
+        from_credits=covered,
+        to_debt=amount - covered,
+        lots=tuple((grant_id, Decimal(take)) for grant_id, take in lots or ()),
+        balance_after=balance_after,
+        debt_after=debt_after,
     )
 
 
 @contextmanager
 def _prepared_cursor() -> Iterator[psycopg.Cursor]:
     """A server-side-binding cursor on Django's own connection (so inside its
-    transaction). Django's cursors bind on the client, so PostgreSQL would plan the
-    draw-down statement on every call (~2 ms); prepared, it is planned once per
-    connection. Behind PgBouncer in transaction mode this needs PgBouncer ≥ 1.21
-    with max_prepared_statements set."""
+    transaction, if any), for statements worth preparing once per connection.
+    Behind PgBouncer in transaction mode this needs PgBouncer ≥ 1.21 with
+    max_prepared_statements set."""
     connection.ensure_connection()
     # wrap_database_errors: psycopg's errors become Django's (IntegrityError, ...)
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
@@ -885,6 +885,52 @@ def settle_debt(
     return _once(key, request_hash, book, lambda earlier: earlier)
 
 
+def round_debt(
+    *,
+    wallet: Wallet | int,
+    difference: Decimal | str,
+    actor: Actor,
+    idempotency_key: str,
+    memo: str = "",
+) -> LedgerTransaction | None:
+    """A document billed debt in whole cents: book the difference between the exact
+    debt (6 places) and what was billed to the `rounding` account, so the ledger
+    agrees with the invoice. Positive: billed more (receivable up); negative: less."""
+    try:
+        diff = Decimal(difference)
+    except (InvalidOperation, TypeError, ValueError):
+        raise errors.InvalidAmount(f"difference must be a number, got {difference!r}.") from None
+    if abs(diff) >= 1 or diff != diff.quantize(QUANTUM):
+        raise errors.InvalidAmount(
+            f"a rounding difference is less than 1 with at most 6 decimals, got {diff}."
+        )
+    if diff == 0:
+        return None
+    key = _key(idempotency_key)
+    wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
+    request_hash = _request_hash("round_debt", wallet=wallet_id, difference=diff)
+
+    def book() -> LedgerTransaction:
+        locked = _lock_wallet(wallet_id)
+        earlier = _existing(key, request_hash)
+        if earlier is not None:
+            return earlier
+        rounding = system_account(Code.ROUNDING, locked.currency).pk
+        if diff < 0 and -diff > locked.debt:
+            raise errors.InvalidAmount(f"cannot round off {-diff}: the debt is only {locked.debt}.")
+        leg = (
+            Leg(locked.receivable_account_id, rounding, diff)
+            if diff > 0
+            else Leg(rounding, locked.receivable_account_id, -diff)
+        )
+        return _post(
+            wallet=locked, kind=Kind.ROUNDING, legs=[leg], grants=[], key=key, request_hash=request_hash,
+            actor=actor, amount=abs(diff), memo=memo or "Rounding to the cent billed",
+        )  # fmt: skip
+
+    return _once(key, request_hash, book, lambda earlier: earlier)
+
+
 # --- transfers --------------------------------------------------------------------
 
 
@@ -979,6 +1025,7 @@ REVERSIBLE = {
     Kind.TRANSFER,
     Kind.DEBT_PAYMENT,
     Kind.DEBT_SETTLEMENT,
+    Kind.ROUNDING,
 }
 
 

@@ -129,3 +129,79 @@ def effects(monkeypatch):
         stripe_effects, "on_charge_refunded", lambda c, amount: calls.append(("refunded", c.pk))
     )
     return calls
+
+
+# --- usage, catalogue and API keys ---------------------------------------------------
+
+
+@pytest.fixture
+def calls(db):
+    """A product item: API calls."""
+    from billing.models import ProductItem
+
+    return ProductItem.objects.create(code="api-calls", name="API calls", unit="call")
+
+
+@pytest.fixture
+def price(db):
+    """price(item, "0.5", dimensions={"region": "eu"}, effective_from=..., currency="USD")."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from billing.models import Price
+
+    def make(item, unit_price, **fields):
+        fields.setdefault("currency", "USD")
+        fields.setdefault("effective_from", timezone.now() - timedelta(days=30))
+        return Price.objects.create(product_item=item, unit_price=Decimal(unit_price), **fields)
+
+    return make
+
+
+@pytest.fixture
+def credit(db):
+    """credit(customer, "10", **grant_credit kwargs) → an active grant in the customer's
+    wallet, effective since yesterday (usage is drawn at its own timestamp)."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from wallets import services
+    from wallets.actors import Actor
+
+    counter = iter(range(1, 10_000))
+
+    def make(customer, amount, **kwargs):
+        kwargs.setdefault("kind", "paid")
+        kwargs.setdefault("name", f"Credits {amount}")
+        kwargs.setdefault("effective_at", timezone.now() - timedelta(days=1))
+        wallet = services.open_wallet(customer=customer)
+        return services.grant_credit(
+            wallet=wallet,
+            amount=Decimal(amount),
+            actor=Actor.system("tests"),
+            idempotency_key=f"test-grant-{next(counter)}",
+            **kwargs,
+        )
+
+    return make
+
+
+@pytest.fixture
+def api_key(db):
+    """An unrestricted API key and its token: (key, token)."""
+    from billing.models import ApiKey
+
+    return ApiKey.issue(name="metering", created_by="tests")
+
+
+@pytest.fixture
+def api(api_key):
+    """A test client that sends the API key."""
+    from django.test import Client
+
+    _key, token = api_key
+    return Client(headers={"Authorization": f"Bearer {token}"})

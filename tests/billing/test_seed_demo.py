@@ -23,3 +23,14 @@ def test_seed_demo_is_idempotent_and_gives_every_customer_a_login():
     assert set(Customer.objects.values_list("balance_model", flat=True)) == {"prepaid", "postpaid"}
     assert get_user_model().objects.get(username="admin").is_superuser
     assert all(c.portal_users.exists() for c in Customer.objects.all())
+    # some history, booked through the ledger, provable from its entries
+    from wallets.ledger_check import find_problems
+    from wallets.models import CreditGrant, LedgerTransaction, Wallet
+
+    assert LedgerTransaction.objects.filter(kind="usage").count() >= 10
+    assert CreditGrant.objects.filter(status="pending").exists()
+    assert (
+        Wallet.objects.filter(debt__gt=0).exists()
+        and Wallet.objects.filter(credit_balance__gt=0).exists()
+    )
+    assert find_problems() == []

@@ -14,7 +14,7 @@ def staff_client(client, db):
 
 
 def post_grant(client, customer, **fields):
-    data = {"customer": customer.pk, "name": "Pack", "amount": "10", "kind": "paid", "payment": "paid",
+    data = {"customer": customer.pk, "name": "Pack", "amount": "10", "kind": "paid", "payment": "paid", "frequency": "one_time",
             "priority": "100", **fields}  # fmt: skip
     return client.post("/admin/wallets/creditgrant/add/", data)
 
@@ -62,3 +62,25 @@ def test_ledger_rows_cannot_be_edited_in_admin(staff_client):
     assert (
         staff_client.get("/admin/wallets/entry/").status_code == 404
     )  # entries only inline, read-only
+
+
+def test_expiry_defaults_to_the_prepaid_credit_settings(staff_client):
+    from wallets.models import PrepaidCreditSettings
+
+    settings_row = PrepaidCreditSettings.load()
+    settings_row.default_expiry_count, settings_row.default_expiry_unit = 2, "weeks"
+    settings_row.save()
+    post_grant(staff_client, CustomerFactory(), effective_at="2030-03-01 00:00")
+    grant = CreditGrant.objects.get()
+    assert (grant.expires_at - grant.effective_at).days == 14
+
+
+def test_recurring_credit_creates_a_rule_and_this_periods_grant(staff_client):
+    from wallets.models import RecurringGrantRule
+
+    customer = CustomerFactory()
+    response = post_grant(staff_client, customer, frequency="recurring", kind="free", amount="5")
+    assert response.status_code == 302
+    rule = RecurringGrantRule.objects.get()
+    grant = CreditGrant.objects.get()
+    assert rule.amount == Decimal("5") and grant.kind == "free" and grant.source_id == str(rule.pk)

@@ -205,3 +205,55 @@ def test_unknown_wallet_and_bad_dimensions(wallet, grant):
     with pytest.raises(errors.WalletError, match="idempotency_key"):
         services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key=" ")
     assert not LedgerTransaction.objects.filter(kind="usage").exists()
+
+
+@pytest.mark.django_db
+def test_batch_books_each_charge_on_its_own_under_one_lock(wallet, grant, ledger_ok):
+    calls = ProductItem.objects.create(code="calls", name="Calls")
+    eu = grant(wallet, "1", condition_item=calls, condition_dimensions={"region": "eu"})
+    general = grant(wallet, "2")
+    services.draw_down(wallet=wallet, amount=D("0.5"), actor=STAFF, idempotency_key="seen")
+    charges = [
+        services.UsageCharge(
+            amount=D("0.8"), idempotency_key="b1", item_id=calls.pk, dimensions={"region": "eu"}
+        ),
+        services.UsageCharge(amount=D("-1"), idempotency_key="b2"),
+        services.UsageCharge(amount=D("0.5"), idempotency_key="seen"),
+        services.UsageCharge(amount=D("9"), idempotency_key="b3"),
+        services.UsageCharge(amount=D("1"), idempotency_key="b4"),
+        services.UsageCharge(amount=D("0.7"), idempotency_key="seen"),
+    ]
+    results = services.draw_down_batch(wallet=wallet, charges=charges, actor=STAFF)
+    assert results[0].lots == ((eu.pk, D("0.8")),)
+    assert isinstance(results[1], errors.InvalidAmount)
+    assert results[2].replayed
+    assert isinstance(results[3], errors.InsufficientFunds)
+    assert results[4].lots == ((general.pk, D("1")),) and results[4].balance_after == D("0.7")
+    assert isinstance(results[5], errors.IdempotencyConflict)
+    wallet.refresh_from_db()
+    assert wallet.credit_balance == D("0.7") and wallet.restricted_balance == D("0.2")
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_temporary_increase_counts_until_valid_until(wallet, grant, ledger_ok):
+    from wallets.models import Wallet
+
+    until = timezone.now() + timedelta(days=1)
+    Wallet.objects.filter(pk=wallet.pk).update(
+        credit_limit=D("10"), temporary_credit_increase=D("5"), temporary_increase_valid_until=until
+    )
+    services.draw_down(wallet=wallet, amount=D("14"), actor=STAFF, idempotency_key="u1")
+    with time_machine.travel(until + timedelta(seconds=1)):
+        with pytest.raises(errors.InsufficientFunds, match="credit limit room 0"):
+            services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="u2")
+    wallet.refresh_from_db()
+    assert wallet.debt == D("14")
+
+
+@pytest.mark.django_db
+def test_a_replay_answers_even_when_the_wallet_could_not_afford_it_now(wallet, grant):
+    grant(wallet, "1")
+    first = services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="u1")
+    again = services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="u1")
+    assert again.replayed and again.transaction_id == first.transaction_id

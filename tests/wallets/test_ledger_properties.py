@@ -216,7 +216,7 @@ class LedgerMachine(RuleBasedStateMachine):
             assert fresh.credit_balance == self.balance(name)
             assert fresh.restricted_balance == self.balance(name, restricted=True)
             assert fresh.debt == self.debt[name]
-            assert fresh.debt <= fresh.effective_credit_limit()
+            assert fresh.debt <= fresh.effective_credit_limit()  # no limit lapses in this model
         for pk, g in self.grants.items():
             assert CreditGrant.objects.get(pk=pk).remaining == g.remaining
         assert find_problems() == []

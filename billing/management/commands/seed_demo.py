@@ -3,13 +3,18 @@
 Running it again changes nothing (every row is looked up by a natural key first).
 """
 
+from datetime import timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
-from billing.models import Customer, CustomerClass, Partner, PortalUser
+from billing.models import Customer, CustomerClass, Partner, PortalUser, ProductItem
+from wallets import services
+from wallets.actors import Actor
+from wallets.models import LedgerTransaction
 
 DEMO_ADMIN = ("admin", "admin")
 DEMO_CUSTOMERS = [
@@ -74,4 +79,61 @@ class Command(BaseCommand):
             if not users.objects.filter(username=login).exists():
                 user = users.objects.create_user(login, f"{login}@example.com", login)
                 PortalUser.objects.create(user=user, customer=customer)
+        self.history()
         self.stdout.write(f"demo data ready ({created} customers created)")
+
+    def history(self) -> None:
+        """Wallets with credit, usage and a pending grant, booked through the ledger
+        services with fixed idempotency keys (so a second run books nothing)."""
+        if LedgerTransaction.objects.filter(idempotency_key="demo:alice-1").exists():
+            return  # dates below are relative to the first run; the history is there
+        actor = Actor.system("seed_demo")
+        calls, _ = ProductItem.objects.get_or_create(
+            code="api-calls", defaults={"name": "API calls", "unit": "call"}
+        )
+        ProductItem.objects.get_or_create(
+            code="voice-minutes", defaults={"name": "Voice minutes", "unit": "minute"}
+        )
+        ProductItem.objects.get_or_create(code="sms", defaults={"name": "SMS", "unit": "message"})
+        now = timezone.now()
+
+        def grant(customer: Customer, key: str, amount: str, **kwargs) -> None:
+            wallet = services.open_wallet(customer=customer)
+            kwargs.setdefault("kind", "paid")
+            services.grant_credit(wallet=wallet, amount=Decimal(amount), actor=actor,
+                                  idempotency_key=f"demo:{key}", **kwargs)  # fmt: skip
+
+        def use(customer: Customer, key: str, amount: str, days_ago: int, **kwargs) -> None:
+            wallet = services.open_wallet(customer=customer)
+            services.draw_down(wallet=wallet, amount=Decimal(amount), actor=actor, idempotency_key=f"demo:{key}",
+                               at=now - timedelta(days=days_ago), item_id=calls.pk, **kwargs)  # fmt: skip
+
+        alice = Customer.objects.get(name="Alice Telecom Ltd")
+        grant(alice, "alice-1", "100.00", name="Starter bundle", effective_at=now - timedelta(days=40),
+              expires_at=now + timedelta(days=325))  # fmt: skip
+        grant(alice, "alice-2", "10.00", kind="free", name="Welcome credit", effective_at=now - timedelta(days=40),
+              expires_at=now + timedelta(days=20))  # fmt: skip
+        grant(alice, "alice-3", "25.00", name="EU API calls", condition_item=calls,
+              condition_dimensions={"region": "eu"}, effective_at=now - timedelta(days=40))  # fmt: skip
+        for day in range(30, 0, -3):
+            use(
+                alice,
+                f"alice-use-{day}",
+                "1.75",
+                day,
+                dimensions={"region": "eu" if day % 2 else "us"},
+            )
+        bob = Customer.objects.get(name="Bob's Bakery")
+        grant(bob, "bob-1", "20.00", name="Top-up", effective_at=now - timedelta(days=10))
+        for day in (9, 6, 2):
+            use(bob, f"bob-use-{day}", "4.20", day)
+        charlie = Customer.objects.get(name="Charlie Logistics GmbH")
+        wallet = services.open_wallet(customer=charlie)
+        if wallet.credit_limit == 0:
+            services.set_credit_limit(
+                wallet=wallet, limit=Decimal("500"), actor=actor, reason="postpaid account"
+            )
+        for day in (20, 12, 5):
+            use(charlie, f"charlie-use-{day}", "63.40", day)
+        dana = Customer.objects.get(name="Dana API Studio")
+        grant(dana, "dana-1", "50.00", name="Q4 bundle (bank transfer)", pending=True)

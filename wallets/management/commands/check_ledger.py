@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from wallets.ledger_check import find_problems, ledger_totals
+from wallets.ledger_check import find_problems, ledger_totals, wallets_over_limit
 
 
 class Command(BaseCommand):
@@ -15,3 +15,7 @@ class Command(BaseCommand):
                 self.stderr.write(line)
             raise CommandError(f"ledger check FAILED: {len(problems)} problem(s) in {summary}")
         self.stdout.write(self.style.SUCCESS(f"ledger OK: {summary}"))
+        for line in wallets_over_limit():
+            self.stdout.write(
+                self.style.WARNING(f"over the credit limit now (not a ledger error): {line}")
+            )

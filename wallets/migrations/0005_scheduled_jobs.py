@@ -11,7 +11,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("billing", "0004_stripe_sweep_schedule"),
-        ("wallets", "0002_immutable_entries"),
+        ("wallets", "0004_rounding_kind"),
     ]
 
     operations = [

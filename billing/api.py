@@ -1,0 +1,531 @@
+"""The usage and balance API (/api/v1/, mounted in config/api.py).
+
+Authentication: `Authorization: Bearer <API key>`; keys are created in the admin
+(API keys) and stored hashed. A key restricted to a partner sees only that
+partner's customers (others answer 404 / "no customer").
+
+Errors: 401 `{"detail": "..."}` for a missing, unknown or revoked key; 422
+`{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}` for bad input (one
+entry per field); 402 `{"detail": "insufficient funds: ..."}` when the wallet
+cannot pay; 409 for an event id reused for another event; 404 for an unknown
+customer or event. A batch always answers 200 (when the batch itself is valid)
+with one result per event, each with its own status.
+"""
+
+# No `from __future__ import annotations`: django-ninja reads these annotations at runtime.
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import pydantic
+from django.conf import settings
+from django.db.models import Prefetch, QuerySet
+from django.http import HttpRequest
+from ninja import Field, Query, Router, Schema, Status
+from ninja.errors import AuthenticationError, HttpError
+from ninja.pagination import CursorPagination, paginate
+from ninja.security import HttpBearer
+from pydantic import PlainSerializer, WithJsonSchema
+
+from billing.errors import FieldProblem, UsageError, UsageRejected
+from billing.models import API_KEY_PREFIX, ApiKey, Customer, UsageEvent, decimal_text
+from billing.usage import (
+    UsageInput,
+    UsageOutcome,
+    record_usage,
+    record_usage_batch,
+    reverse_usage,
+)
+from wallets.actors import Actor
+from wallets.models import CreditGrant, GrantConsumption, LedgerTransaction, Wallet
+
+# --- authentication ------------------------------------------------------------------
+
+
+class ApiKeyAuth(HttpBearer):
+    """Bearer API keys. Every refusal says what is wrong with the key."""
+
+    def __call__(self, request: HttpRequest) -> ApiKey | None:
+        header = request.headers.get(self.header, "")
+        if not header:
+            raise AuthenticationError(
+                message="Missing API key: send the header 'Authorization: Bearer <your API key>'."
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthenticationError(
+                message="The Authorization header must read 'Bearer <your API key>'."
+            )
+        return self.authenticate(request, token.strip())
+
+    def authenticate(self, request: HttpRequest, token: str) -> ApiKey | None:
+        key = ApiKey.for_token(token)
+        if key is None:
+            raise AuthenticationError(
+                message=f"Invalid API key: no such key. Copy the whole key (it starts with "
+                f"'{API_KEY_PREFIX}'); staff create keys in the admin under API keys."
+            )
+        if key.revoked_at is not None:
+            raise AuthenticationError(
+                message=f"This API key ({key.prefix}…) was revoked on "
+                f"{key.revoked_at:%Y-%m-%d %H:%M} UTC; ask staff for a new one."
+            )
+        key.touch()
+        return key
+
+
+router = Router(auth=ApiKeyAuth())
+
+
+def api_key_of(request: HttpRequest) -> ApiKey:
+    key = request.auth  # type: ignore[attr-defined]
+    assert isinstance(key, ApiKey)
+    return key
+
+
+# --- schemas -------------------------------------------------------------------------
+
+# Decimals go out as strings without trailing zeros ("0.75", "100"): exact, and the
+# same text whether an answer is fresh or replayed from the stored snapshot.
+Money = Annotated[
+    Decimal,
+    PlainSerializer(decimal_text, return_type=str),
+    WithJsonSchema({"type": "string", "format": "decimal", "examples": ["0.75"]}),
+]
+
+
+class UsageEventIn(Schema):
+    event_id: str = Field(
+        description="Your id for this event, at most 200 characters. Unique per customer: "
+        "sending it again books nothing and returns the first answer.",
+        examples=["evt-2026-11-25-000123"],
+    )
+    customer: str = Field(description="The customer's account number.", examples=["A0000001"])
+    product: str = Field(description="The product item's code.", examples=["api-calls"])
+    quantity: Decimal = Field(
+        description="How many units; greater than zero, at most 6 decimal places. Send "
+        'decimals as strings ("2.5") to keep them exact.',
+        examples=["3"],
+    )
+    dimensions: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Dimension values (strings or integers), e.g. {"region": "eu"}; they '
+        "pick the price and which conditional credits apply.",
+    )
+    timestamp: datetime | None = Field(
+        default=None,
+        description="When the usage happened (ISO 8601 with a time zone). Default: now. At "
+        "most USAGE_FUTURE_TOLERANCE_SECONDS (default 300) in the future.",
+    )
+
+    def to_input(self) -> UsageInput:
+        return UsageInput(
+            event_id=self.event_id,
+            customer=self.customer,
+            product=self.product,
+            quantity=self.quantity,
+            dimensions=self.dimensions,
+            timestamp=self.timestamp,
+        )
+
+
+class GrantDraw(Schema):
+    grant_id: int
+    amount: Money
+
+
+class UsageOut(Schema):
+    id: int = Field(description="Our id of the usage event (for /usage/{id}/reverse).")
+    event_id: str
+    status: str = Field(description="booked, or reversed once reversed.")
+    customer: str
+    product: str
+    quantity: Money
+    dimensions: dict[str, str]
+    timestamp: datetime
+    unit_price: Money
+    amount: Money = Field(description="quantity × unit price, rounded half up to 6 places.")
+    currency: str
+    from_credits: Money = Field(description="The part paid from credit grants.")
+    to_debt: Money = Field(description="The part the grants could not cover (amount due).")
+    grants: list[GrantDraw] = Field(description="The grants drawn from, in draw-down order.")
+    transaction_id: int | None = Field(description="The ledger transaction (none if free).")
+    credit_balance: Money
+    debt: Money
+    available_funds: Money = Field(description="Right after this event.")
+    replayed: bool = Field(description="True when this event id was booked before: nothing new.")
+
+
+class ErrorOut(Schema):
+    detail: str
+
+
+class FieldErrorOut(Schema):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(Schema):
+    detail: list[FieldErrorOut]
+
+
+class UsageBatchIn(Schema):
+    events: Annotated[
+        list[Any],
+        WithJsonSchema(
+            {
+                "type": "array",
+                # Each item is validated on its own (so one bad event does not sink
+                # the batch); the docs still show what an event looks like.
+                "items": UsageEventIn.model_json_schema(),
+                "description": "At most USAGE_BATCH_MAX_EVENTS (default 1000) events.",
+            }
+        ),
+    ]
+
+
+class BatchItemOut(Schema):
+    index: int = Field(description="Position of the event in the batch.")
+    event_id: str | None
+    ok: bool
+    status: int = Field(description="The HTTP status this event would have had on its own.")
+    usage: UsageOut | None = None
+    errors: list[FieldErrorOut] = Field(
+        default_factory=list, description="What is wrong (loc is relative to the event)."
+    )
+
+
+class UsageBatchOut(Schema):
+    booked: int = Field(description="Events booked by this request.")
+    replayed: int = Field(description="Events already booked before (nothing new).")
+    failed: int
+    results: list[BatchItemOut]
+
+
+class ReversalOut(Schema):
+    id: int
+    event_id: str
+    status: str
+    amount: Money = Field(description="The usage amount undone.")
+    currency: str
+    transaction_id: int | None = Field(description="The reversing ledger transaction.")
+    reversed_transaction_id: int | None
+    grants: list[GrantDraw] = Field(description="Credit returned to each grant.")
+    reversed_at: datetime
+    credit_balance: Money
+    debt: Money
+    available_funds: Money
+    replayed: bool
+
+
+class BalanceOut(Schema):
+    customer: str
+    currency: str
+    credit_balance: Money = Field(description="All live credit, restricted included.")
+    restricted_balance: Money = Field(
+        description="Credit usable only for certain product items or dimensions."
+    )
+    unrestricted_balance: Money
+    debt: Money
+    credit_limit: Money = Field(description="Effective now (permanent + valid temporary).")
+    permanent_credit_limit: Money
+    temporary_credit_increase: Money
+    temporary_increase_valid_until: datetime | None
+    available_funds: Money = Field(
+        description="unrestricted credit + effective credit limit − debt"
+    )
+    pending_grants: int = Field(description="Grants awaiting activation (Requires Action).")
+
+
+class GrantOut(Schema):
+    id: int
+    name: str
+    kind: str
+    status: str
+    amount: Money
+    remaining: Money
+    currency: str
+    priority: int
+    effective_at: datetime
+    expires_at: datetime | None
+    condition_product: str | None
+    condition_dimensions: dict[str, str]
+    restricted: bool
+    external_transaction_id: str
+
+    @staticmethod
+    def resolve_condition_product(grant: CreditGrant) -> str | None:
+        return grant.condition_item.code if grant.condition_item else None
+
+
+class TransactionOut(Schema):
+    id: int
+    kind: str
+    effective_at: datetime
+    created_at: datetime
+    amount: Money
+    currency: str
+    memo: str
+    reference: str
+    balance_after: Money | None
+    debt_after: Money | None
+    reverses: int | None = Field(description="The transaction this one reverses.")
+    grants: list[GrantDraw] = Field(description="Grants drawn (+) or returned (−).")
+
+    @staticmethod
+    def resolve_reverses(tx: LedgerTransaction) -> int | None:
+        return tx.reverses_id
+
+    @staticmethod
+    def resolve_grants(tx: LedgerTransaction) -> list[dict[str, Any]]:
+        return [{"grant_id": lot.grant_id, "amount": lot.amount} for lot in tx.lots.all()]
+
+
+class GrantFilter(Schema):
+    status: CreditGrant.Status | None = None
+    currency: str | None = None
+
+
+class WalletFilter(Schema):
+    currency: str | None = None
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+def field_errors(problems: list[FieldProblem], *, prefix: tuple[str | int, ...] = ()) -> list:
+    return [{"loc": [*prefix, p.field], "msg": p.message, "type": "value_error"} for p in problems]
+
+
+def pydantic_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+
+
+def error_response(exc: UsageError, *, prefix: tuple[str | int, ...]) -> Status:
+    if isinstance(exc, UsageRejected):
+        return Status(exc.status_code, {"detail": field_errors(exc.problems, prefix=prefix)})
+    return Status(exc.status_code, {"detail": str(exc)})
+
+
+def failed(index: int, event_id: str | None, status: int, errors: list) -> dict[str, Any]:
+    """A batch result for an event that was not booked."""
+    return {"index": index, "event_id": event_id, "ok": False, "status": status, "errors": errors}
+
+
+def usage_out(outcome: UsageOutcome) -> dict[str, Any]:
+    return {**outcome.response, "replayed": outcome.replayed}
+
+
+# --- usage ---------------------------------------------------------------------------
+
+
+@router.post(
+    "/usage",
+    response={200: UsageOut, 402: ErrorOut, 409: ErrorOut, 422: ValidationErrorOut},
+    tags=["usage"],
+    summary="Send one usage event",
+)
+def post_usage(request: HttpRequest, event: UsageEventIn) -> Any:
+    """Rate the event and draw it down from the customer's wallet now. The answer
+    says what it cost, which grants paid, and the available funds after it.
+    Sending the same `event_id` for the same customer again books nothing and
+    returns the first answer (`replayed: true`)."""
+    key = api_key_of(request)
+    try:
+        outcome = record_usage(event=event.to_input(), actor=Actor.api_key(key), api_key=key)
+    except UsageError as exc:
+        return error_response(exc, prefix=("body", "event"))
+    return Status(200, usage_out(outcome))
+
+
+@router.post(
+    "/usage/batch",
+    response={200: UsageBatchOut, 422: ValidationErrorOut},
+    tags=["usage"],
+    summary="Send up to 1,000 usage events",
+)
+def post_usage_batch(request: HttpRequest, batch: UsageBatchIn) -> Any:
+    """Each event is validated, rated and drawn down on its own: valid events are
+    booked, invalid or refused ones are reported in their own result (with the
+    status they would have had alone: 402, 409, 422). The response is 200 with
+    one result per event, in order; only a batch that is itself invalid (empty,
+    too big) answers 422 and books nothing."""
+    key = api_key_of(request)
+    limit = settings.USAGE_BATCH_MAX_EVENTS
+    if not batch.events or len(batch.events) > limit:
+        message = (
+            "send at least one event."
+            if not batch.events
+            else f"a batch holds at most {limit} events, got {len(batch.events)}; "
+            "split it into smaller batches."
+        )
+        return Status(422, {"detail": field_errors([FieldProblem("events", message)],
+                                                    prefix=("body", "batch"))})  # fmt: skip
+    results: list[dict[str, Any] | None] = [None] * len(batch.events)
+    inputs: list[tuple[int, UsageInput]] = []
+    for index, raw in enumerate(batch.events):
+        if not isinstance(raw, dict):
+            results[index] = failed(
+                index, None, 422, [{"loc": [], "type": "object_type",
+                                    "msg": "each event must be a JSON object (see UsageEventIn)."}]
+            )  # fmt: skip
+            continue
+        try:
+            parsed = UsageEventIn.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            event_id = raw.get("event_id")
+            results[index] = failed(
+                index, event_id if isinstance(event_id, str) else None, 422, pydantic_errors(exc)
+            )
+            continue
+        inputs.append((index, parsed.to_input()))
+    outcomes = (
+        record_usage_batch(
+            events=[event for _, event in inputs], actor=Actor.api_key(key), api_key=key
+        )
+        if inputs
+        else []
+    )
+    for (index, event), outcome in zip(inputs, outcomes, strict=True):
+        if isinstance(outcome, UsageOutcome):
+            results[index] = {
+                "index": index,
+                "event_id": event.event_id,
+                "ok": True,
+                "status": 200,
+                "usage": usage_out(outcome),
+            }
+        else:
+            errors = (
+                field_errors(outcome.problems)
+                if isinstance(outcome, UsageRejected)
+                else [{"loc": [], "msg": str(outcome), "type": type(outcome).__name__}]
+            )
+            results[index] = failed(index, event.event_id, outcome.status_code, errors)
+    done = [r for r in results if r is not None]
+    replayed = sum(1 for r in done if r["ok"] and r["usage"]["replayed"])
+    booked = sum(1 for r in done if r["ok"]) - replayed
+    return Status(
+        200,
+        {
+            "booked": booked,
+            "replayed": replayed,
+            "failed": sum(1 for r in done if not r["ok"]),
+            "results": done,
+        },
+    )
+
+
+@router.post(
+    "/usage/{event_pk}/reverse",
+    response={200: ReversalOut, 404: ErrorOut, 409: ErrorOut},
+    tags=["usage"],
+    summary="Reverse a booked usage event",
+)
+def post_usage_reverse(request: HttpRequest, event_pk: int) -> Any:
+    """Undo the event's draw-down: its credit goes back to the grants it came from
+    (with their original expiry) and any debt it created is cancelled. `event_pk`
+    is the `id` from the usage answer. Reversing twice returns the first answer."""
+    key = api_key_of(request)
+    event = UsageEvent.objects.select_related("customer").filter(pk=event_pk).first()
+    if event is None or not key.may_see(event.customer):
+        return Status(404, {"detail": f"no usage event with id {event_pk}."})
+    try:
+        outcome = reverse_usage(event=event, actor=Actor.api_key(key))
+    except UsageError as exc:
+        return Status(exc.status_code, {"detail": str(exc)})
+    return Status(200, {**outcome.response, "replayed": outcome.replayed})
+
+
+# --- balances, grants, transactions --------------------------------------------------
+
+
+def visible_customer(request: HttpRequest, account_number: str) -> Customer:
+    """The customer, if it exists and this API key may see it; else 404."""
+    key = api_key_of(request)
+    customer = Customer.objects.filter(account_number=account_number).first()
+    if customer is None or not key.may_see(customer):
+        raise HttpError(404, f"no customer with account number {account_number!r}.")
+    return customer
+
+
+@router.get(
+    "/customers/{account_number}/balance",
+    response={200: BalanceOut, 404: ErrorOut},
+    tags=["balances"],
+    summary="A customer's balance and available funds",
+)
+def get_balance(request: HttpRequest, account_number: str, filters: Query[WalletFilter]) -> Any:
+    """Credit (restricted and not), debt, credit limit and available funds of the
+    customer's wallet in `currency` (default: the customer's currency). A customer
+    without a wallet yet has zero everywhere."""
+    customer = visible_customer(request, account_number)
+    currency = filters.currency or customer.currency
+    wallet = Wallet.objects.filter(customer=customer, currency=currency).first()
+    if wallet is None:
+        wallet = Wallet(customer=customer, currency=currency)
+        pending = 0
+    else:
+        pending = wallet.grants.filter(status=CreditGrant.Status.PENDING).count()
+    return Status(
+        200,
+        {
+            "customer": customer.account_number,
+            "currency": currency,
+            "credit_balance": wallet.credit_balance,
+            "restricted_balance": wallet.restricted_balance,
+            "unrestricted_balance": wallet.unrestricted_balance,
+            "debt": wallet.debt,
+            "credit_limit": wallet.effective_credit_limit(),
+            "permanent_credit_limit": wallet.credit_limit,
+            "temporary_credit_increase": wallet.temporary_credit_increase,
+            "temporary_increase_valid_until": wallet.temporary_increase_valid_until,
+            "available_funds": wallet.available_funds(),
+            "pending_grants": pending,
+        },
+    )
+
+
+@router.get(
+    "/customers/{account_number}/grants",
+    response={200: list[GrantOut], 404: ErrorOut},
+    tags=["balances"],
+    summary="A customer's credit grants, newest first",
+)
+@paginate(CursorPagination, ordering=("-id",), page_size=50, max_page_size=200)
+def get_grants(
+    request: HttpRequest, account_number: str, filters: Query[GrantFilter]
+) -> QuerySet[CreditGrant]:
+    """Every grant ("prepaid card") of the customer, newest first, with what is
+    left, its expiry and its condition. Filter by `status` (pending = Requires
+    Action) and `currency`. Paginated: follow `next` (`page_size` up to 200)."""
+    customer = visible_customer(request, account_number)
+    grants = CreditGrant.objects.filter(wallet__customer=customer).select_related("condition_item")
+    if filters.status:
+        grants = grants.filter(status=filters.status)
+    if filters.currency:
+        grants = grants.filter(currency=filters.currency)
+    return grants
+
+
+@router.get(
+    "/customers/{account_number}/transactions",
+    response={200: list[TransactionOut], 404: ErrorOut},
+    tags=["balances"],
+    summary="A customer's ledger transactions, newest first",
+)
+@paginate(CursorPagination, ordering=("-id",), page_size=50, max_page_size=200)
+def get_transactions(
+    request: HttpRequest, account_number: str, filters: Query[WalletFilter]
+) -> QuerySet[LedgerTransaction]:
+    """The customer's wallet statement, newest first: usage, grants, activations,
+    expiries, reversals, with the balance and debt right after each and the
+    grants each drew from (+) or returned to (−). Paginated: follow `next`."""
+    customer = visible_customer(request, account_number)
+    transactions = LedgerTransaction.objects.filter(wallet__customer=customer).prefetch_related(
+        Prefetch("lots", queryset=GrantConsumption.objects.order_by("id"))
+    )
+    if filters.currency:
+        transactions = transactions.filter(currency=filters.currency)
+    return transactions

@@ -1,0 +1,576 @@
+"""Usage events: rate each one by the catalogue and draw it down from the
+customer's wallet in real time (Amberflo: "usage is drawn down against the
+Wallet balance in real time").
+
+Rules:
+- Rating (`billing.rating`): the best matching price in force at the event's
+  timestamp × quantity, rounded ROUND_HALF_UP to 6 places, once per event.
+- Idempotency: `event_id` is unique per customer, whichever API key sends it.
+  The ledger key is `usage:<customer id>:<event id>`, so two requests racing
+  with the same event book once (they meet at the wallet lock / the ledger's
+  unique key) and both get the first answer. The same event id with a different
+  product, quantity, dimensions or timestamp is a conflict (409).
+- A refused event (insufficient funds) is recorded with status `refused` so
+  staff can see it, but nothing was booked: sending it again after a top-up
+  tries again. A booked (or reversed) event is never booked twice.
+- Draw-down uses the event's timestamp as business time: grants effective and
+  not expired at that moment pay for it, and conditional grants only for usage
+  that matches their product item and dimensions (`wallets.services.draw_down`).
+- Bad input is refused with one `FieldProblem` per field, before anything is
+  written; in a batch each event stands alone.
+
+- Booking: one database transaction per customer (wallet) holding one
+  `wallets.services.draw_down_batch` call for all its events, then the usage
+  event rows; a single event is a batch of one.
+
+Every ledger write goes through `wallets.services`; this module only records
+`UsageEvent` rows and reads wallets for the answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from billing.errors import (
+    FieldProblem,
+    UsageConflict,
+    UsageError,
+    UsageNotFound,
+    UsageNotReversible,
+    UsageRefused,
+    UsageRejected,
+)
+from billing.models import ApiKey, UsageEvent, decimal_text
+from billing.rating import (
+    RatedEvent,
+    UsageInput,
+    UsageLookups,
+    check_event,
+    prepared_cursor,
+    price_event,
+    rate,
+)
+from wallets import errors as wallet_errors
+from wallets import services
+from wallets.actors import Actor
+from wallets.models import LedgerTransaction, Wallet
+
+__all__ = [
+    "ReversalOutcome",
+    "UsageInput",
+    "UsageOutcome",
+    "rate",
+    "record_usage",
+    "record_usage_batch",
+    "reverse_usage",
+    "usage_response",
+]
+
+# --- input and output ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageOutcome:
+    """A booked event: `response` is the API answer (JSON-ready), `replayed` says
+    whether this call found it already booked."""
+
+    event: UsageEvent
+    response: dict[str, Any]
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class ReversalOutcome:
+    event: UsageEvent
+    response: dict[str, Any]
+    replayed: bool = False
+
+
+# --- the flows -------------------------------------------------------------------------
+
+
+def record_usage(*, event: UsageInput, actor: Actor, api_key: ApiKey | None = None) -> UsageOutcome:
+    """Rate one event and draw it down. Raises a `UsageError` (nothing booked):
+    `UsageRejected` (422, bad input), `UsageRefused` (402, insufficient funds),
+    `UsageConflict` (409, event id reused for another event)."""
+    (result,) = record_usage_batch(events=[event], actor=actor, api_key=api_key)
+    if isinstance(result, UsageError):
+        raise result
+    return result
+
+
+def record_usage_batch(
+    *, events: Sequence[UsageInput], actor: Actor, api_key: ApiKey | None = None
+) -> list[UsageOutcome | UsageError]:
+    """Rate and draw down many events; one result per event, in order: a
+    `UsageOutcome`, or the `UsageError` that says why that event was not booked.
+    Valid events are booked even when others in the batch are not.
+
+    Lookups (customers, products, prices, earlier events, wallets) are done once
+    for the whole batch; booking happens per wallet in `_book_wallet_events`."""
+    limit = settings.USAGE_BATCH_MAX_EVENTS
+    if not events:
+        raise UsageRejected([FieldProblem("events", "send at least one event.")])
+    if len(events) > limit:
+        raise UsageRejected(
+            [
+                FieldProblem(
+                    "events",
+                    f"a batch holds at most {limit} events, got {len(events)}; "
+                    "split it into smaller batches.",
+                )
+            ]
+        )
+    found = UsageLookups.for_events(events, api_key=api_key)
+    results: list[UsageOutcome | UsageError | None] = [None] * len(events)
+    to_book: list[tuple[int, RatedEvent]] = []
+    for index, raw in enumerate(events):
+        try:
+            prepared = _prepare(raw, found)
+        except UsageError as exc:
+            results[index] = exc
+            continue
+        if isinstance(prepared, UsageOutcome):
+            results[index] = prepared
+        else:
+            to_book.append((index, prepared))
+    for index, outcome in _book(to_book, actor=actor, api_key=api_key):
+        results[index] = outcome
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
+
+
+def reverse_usage(*, event: UsageEvent | int, actor: Actor) -> ReversalOutcome:
+    """Undo a booked event: the ledger reverses its draw-down (credit goes back to
+    the very grants it came from, with their original expiry; debt it created is
+    cancelled) and the event is marked reversed. Nothing is edited in place.
+    Reversing again returns the first answer."""
+    event_pk = event.pk if isinstance(event, UsageEvent) else event
+    with transaction.atomic():
+        try:
+            locked = (
+                UsageEvent.objects.select_for_update(of=("self",))
+                .select_related("customer", "product_item")
+                .get(pk=event_pk)
+            )
+        except UsageEvent.DoesNotExist:
+            raise UsageNotFound(f"usage event {event_pk} does not exist.") from None
+        if locked.status == UsageEvent.Status.REVERSED:
+            return ReversalOutcome(locked, locked.reversal_response, replayed=True)
+        if locked.status == UsageEvent.Status.REFUSED:
+            raise UsageNotReversible(
+                f"usage event {locked.event_id!r} was refused, so nothing was booked and "
+                "there is nothing to reverse."
+            )
+        lots: list[tuple[int, Decimal]] = []
+        reversal_id = None
+        if locked.transaction_id is not None:
+            try:
+                reversal = services.reverse(
+                    transaction_id=locked.transaction_id,
+                    actor=actor,
+                    idempotency_key=f"usage-reversal:{locked.customer_id}:{locked.event_id}",
+                    memo=f"Reversal of usage event {locked.event_id}",
+                )
+            except wallet_errors.NotReversible as exc:
+                # Staff may have reversed the draw-down in the ledger directly: then
+                # the event is reversed already, by that transaction.
+                by_staff = LedgerTransaction.objects.filter(
+                    reverses_id=locked.transaction_id
+                ).first()
+                if by_staff is None:
+                    raise UsageNotReversible(str(exc)) from None
+                reversal = by_staff
+            except wallet_errors.WalletError as exc:
+                raise UsageNotReversible(str(exc)) from None
+            reversal_id = reversal.pk
+            lots = [(grant_id, -amount) for grant_id, amount in _lots(reversal) if amount < 0]
+        now = timezone.now()
+        locked.status = UsageEvent.Status.REVERSED
+        locked.reversed_at = now
+        locked.reversed_by = actor.label
+        locked.reversal_transaction_id = reversal_id
+        locked.reversal_response = {
+            "id": locked.pk,
+            "event_id": locked.event_id,
+            "status": locked.status,
+            "amount": decimal_text(locked.amount),
+            "currency": locked.currency,
+            "transaction_id": reversal_id,
+            "reversed_transaction_id": locked.transaction_id,
+            "grants": [
+                {"grant_id": grant_id, "amount": decimal_text(amount)} for grant_id, amount in lots
+            ],
+            "reversed_at": now.isoformat(),
+            **_figures_after_each(locked.wallet_id, [None])[0],
+        }
+        locked.save(
+            update_fields=[
+                "status",
+                "reversed_at",
+                "reversed_by",
+                "reversal_transaction_id",
+                "reversal_response",
+            ]
+        )
+    return ReversalOutcome(locked, locked.reversal_response)
+
+
+def usage_response(event: UsageEvent) -> dict[str, Any]:
+    """The answer for a booked event: what was returned when it was booked, with
+    its current status."""
+    return {"id": event.pk, "status": event.status, **event.response}
+
+
+def _prepare(raw: UsageInput, found: UsageLookups) -> RatedEvent | UsageOutcome:
+    """Check and rate one event, or find that it was booked already (a replay, or a
+    409 if this event id was booked with other content)."""
+    checked = check_event(raw, found)
+    earlier = checked.earlier
+    if earlier is not None and earlier.status != UsageEvent.Status.REFUSED:
+        return _replay(earlier, checked.fingerprint)
+    return price_event(checked, found)
+
+
+def _replay(earlier: UsageEvent, fingerprint: str) -> UsageOutcome:
+    if earlier.fingerprint != fingerprint:
+        answer = earlier.response
+        raise UsageConflict(
+            f"event_id {earlier.event_id!r} was already used for another event of this "
+            f"customer (product {answer.get('product')!r}, quantity {answer.get('quantity')}, "
+            f"timestamp {answer.get('timestamp')}); send a new event_id for a new event."
+        )
+    return UsageOutcome(earlier, usage_response(earlier), replayed=True)
+
+
+# --- booking -------------------------------------------------------------------------
+
+
+def _book(
+    rated: list[tuple[int, RatedEvent]], *, actor: Actor, api_key: ApiKey | None
+) -> list[tuple[int, UsageOutcome | UsageError]]:
+    """Book rated events customer by customer (one wallet each), keeping each
+    customer's events in the order they were sent."""
+    by_customer: dict[int, list[tuple[int, RatedEvent]]] = defaultdict(list)
+    for index, event in rated:
+        by_customer[event.customer.pk].append((index, event))
+    results: list[tuple[int, UsageOutcome | UsageError]] = []
+    for events in by_customer.values():
+        results.extend(_book_wallet_events(events, actor=actor, api_key=api_key))
+    return results
+
+
+class _Replay:
+    """Marker: this event was booked before (by an earlier event in the batch or a
+    concurrent request); answer as that booking did once it is committed."""
+
+
+REPLAY = _Replay()
+
+
+def _book_wallet_events(
+    events: list[tuple[int, RatedEvent]], *, actor: Actor, api_key: ApiKey | None
+) -> list[tuple[int, UsageOutcome | UsageError]]:
+    """Book one customer's events, in order, in one database transaction: one
+    `draw_down_batch` call for all of them (one wallet lock, one round trip; each
+    event stands alone, so a refused one leaves the others booked), then the
+    wallet's figures and all usage event rows at once."""
+    customer = events[0][1].customer
+    wallet_id = events[0][1].wallet_id or services.open_wallet(customer=customer).pk
+    now = timezone.now()
+    # An event id sent twice in one batch is booked once; the repeat answers as the first.
+    seen: set[str] = set()
+    repeats: set[int] = set()
+    for pos, (_, event) in enumerate(events):
+        if event.event_id in seen:
+            repeats.add(pos)
+        seen.add(event.event_id)
+    to_draw = [pos for pos, (_, e) in enumerate(events) if pos not in repeats and e.amount]
+    with transaction.atomic():
+        draws: dict[int, services.DrawDown | wallet_errors.WalletError] = {}
+        if to_draw:
+            results = services.draw_down_batch(
+                wallet=wallet_id, charges=[_charge(events[pos][1]) for pos in to_draw], actor=actor
+            )
+            draws = dict(zip(to_draw, results, strict=True))
+        # What each event changed, in order (None: it moved nothing).
+        changes = [
+            d if isinstance(d, services.DrawDown) and not d.replayed else None
+            for d in (draws.get(pos) for pos in range(len(events)))
+        ]
+        figures = _figures_after_each(wallet_id, changes)
+        outcomes: list[UsageEvent | UsageError | _Replay] = []
+        booked: list[UsageEvent] = []
+        refused: list[tuple[RatedEvent, str]] = []
+        for pos, (_, event) in enumerate(events):
+            draw = draws.get(pos)
+            if pos in repeats or (isinstance(draw, services.DrawDown) and draw.replayed):
+                outcomes.append(REPLAY)
+            elif isinstance(draw, wallet_errors.InsufficientFunds):
+                refused.append((event, str(draw)))
+                outcomes.append(
+                    UsageRefused(str(draw), needed=draw.needed, available=draw.available)
+                )
+            elif isinstance(draw, wallet_errors.IdempotencyConflict):
+                outcomes.append(REPLAY)  # booked before, with other content: 409 below
+            elif isinstance(draw, wallet_errors.WalletError):
+                error = UsageError(str(draw))
+                error.status_code = draw.status_code
+                outcomes.append(error)
+            else:
+                row = event.row(
+                    status=UsageEvent.Status.BOOKED,
+                    message="",
+                    wallet_id=wallet_id,
+                    transaction_id=draw.transaction_id if draw else None,
+                    response=_answer(event, draw, figures[pos]),
+                    api_key=api_key,
+                    actor=actor.label,
+                    received_at=now,
+                )
+                booked.append(row)
+                outcomes.append(row)
+        if refused:
+            _record_refusals(refused, wallet_id=wallet_id, actor=actor, api_key=api_key, at=now)
+        if booked:
+            stored = _store_booked(booked)
+            outcomes = [
+                REPLAY if isinstance(o, UsageEvent) and o.event_id not in stored else o
+                for o in outcomes
+            ]
+    answers: list[tuple[int, UsageOutcome | UsageError]] = []
+    for (index, event), outcome in zip(events, outcomes, strict=True):
+        if isinstance(outcome, UsageEvent):
+            answers.append((index, UsageOutcome(outcome, usage_response(outcome))))
+        elif isinstance(outcome, _Replay):
+            answers.append((index, _booked_before(event)))
+        else:
+            answers.append((index, outcome))
+    return answers
+
+
+def _charge(event: RatedEvent) -> services.UsageCharge:
+    """The ledger charge for a rated event, drawn at the event's own time."""
+    return services.UsageCharge(
+        amount=event.amount,
+        idempotency_key=event.ledger_key,
+        item_id=event.product.pk,
+        dimensions=event.dimensions,
+        at=event.timestamp,
+        memo=f"{event.product.name}: {decimal_text(event.quantity)} {event.product.unit}",
+        reference=event.event_id,
+        metadata={"usage_event": event.event_id, "product": event.product.code},
+    )
+
+
+def _answer(
+    event: RatedEvent, draw: services.DrawDown | None, figures: dict[str, str]
+) -> dict[str, Any]:
+    """The API answer for a booked event (stored, and returned again on replay)."""
+    return {
+        "event_id": event.event_id,
+        "customer": event.customer.account_number,
+        "product": event.product.code,
+        "quantity": decimal_text(event.quantity),
+        "dimensions": event.dimensions,
+        "timestamp": event.timestamp.isoformat(),
+        "unit_price": decimal_text(event.price.unit_price),
+        "amount": decimal_text(event.amount),
+        "currency": event.customer.currency,
+        "from_credits": decimal_text(draw.from_credits if draw else Decimal(0)),
+        "to_debt": decimal_text(draw.to_debt if draw else Decimal(0)),
+        "grants": [
+            {"grant_id": grant_id, "amount": decimal_text(amount)}
+            for grant_id, amount in (draw.lots if draw else ())
+        ],
+        "transaction_id": draw.transaction_id if draw else None,
+        **figures,
+    }
+
+
+# Booked events of one customer in one statement (prepared; the rows travel as one
+# JSON document): an insert, or the booking of an event that an earlier attempt
+# recorded as refused. A booking already there is left alone (and not returned).
+# It lists every column: keep it in step with UsageEvent (every test books with it).
+STORE_BOOKED_SQL = """
+INSERT INTO billing_usageevent AS e
+    (customer_id, product_item_id, event_id, quantity, dimensions, "timestamp", price_id,
+     unit_price, amount, currency, status, message, wallet_id, transaction_id,
+     reversal_transaction_id, fingerprint, response, reversal_response, api_key_id, actor,
+     received_at, reversed_at, reversed_by)
+SELECT b.customer_id, b.product_item_id, b.event_id, b.quantity, b.dimensions, b.at,
+       b.price_id, b.unit_price, b.amount, b.currency, 'booked', '', b.wallet_id,
+       b.transaction_id, NULL, b.fingerprint, b.response, '{}'::jsonb, b.api_key_id,
+       b.actor, b.received_at, NULL, ''
+FROM jsonb_to_recordset(%(rows)s::jsonb) AS b(
+    customer_id bigint, product_item_id bigint, event_id text, quantity numeric,
+    dimensions jsonb, at timestamptz, price_id bigint, unit_price numeric, amount numeric,
+    currency text, wallet_id bigint, transaction_id bigint, fingerprint text, response jsonb,
+    api_key_id bigint, actor text, received_at timestamptz)
+ON CONFLICT (customer_id, event_id) DO UPDATE SET
+    product_item_id = EXCLUDED.product_item_id, quantity = EXCLUDED.quantity,
+    dimensions = EXCLUDED.dimensions, "timestamp" = EXCLUDED."timestamp",
+    price_id = EXCLUDED.price_id, unit_price = EXCLUDED.unit_price, amount = EXCLUDED.amount,
+    currency = EXCLUDED.currency, status = EXCLUDED.status, message = EXCLUDED.message,
+    wallet_id = EXCLUDED.wallet_id, transaction_id = EXCLUDED.transaction_id,
+    fingerprint = EXCLUDED.fingerprint, response = EXCLUDED.response,
+    api_key_id = EXCLUDED.api_key_id, actor = EXCLUDED.actor, received_at = EXCLUDED.received_at
+WHERE e.status = 'refused'
+RETURNING id, event_id
+"""
+
+
+def _store_booked(rows: list[UsageEvent]) -> set[str]:
+    """Write one customer's booked events; sets their ids and returns the event ids
+    stored."""
+    document = json.dumps(
+        [
+            {
+                "customer_id": row.customer_id,
+                "product_item_id": row.product_item_id,
+                "event_id": row.event_id,
+                "quantity": str(row.quantity),
+                "dimensions": row.dimensions,
+                "at": row.timestamp.isoformat(),
+                "price_id": row.price_id,
+                "unit_price": str(row.unit_price),
+                "amount": str(row.amount),
+                "currency": row.currency,
+                "wallet_id": row.wallet_id,
+                "transaction_id": row.transaction_id,
+                "fingerprint": row.fingerprint,
+                "response": row.response,
+                "api_key_id": row.api_key_id,
+                "actor": row.actor,
+                "received_at": row.received_at.isoformat(),
+            }
+            for row in rows
+        ]
+    )
+    with prepared_cursor() as cursor:
+        cursor.execute(STORE_BOOKED_SQL, {"rows": document}, prepare=True)
+        ids = {event_id: pk for pk, event_id in cursor.fetchall()}
+    for row in rows:
+        if row.event_id in ids:
+            row.pk = ids[row.event_id]
+            row._state.adding = False
+            row._state.db = connection.alias
+    return set(ids)
+
+
+def _booked_before(event: RatedEvent) -> UsageOutcome | UsageError:
+    """Answer as the booking of this event id did (or 409 if its content differs)."""
+    earlier = UsageEvent.objects.filter(customer=event.customer, event_id=event.event_id).first()
+    if earlier is None or earlier.status == UsageEvent.Status.REFUSED:
+        return UsageConflict(
+            f"the ledger already holds a booking under this event's key ({event.ledger_key!r}) "
+            "but no usage event records it; send a new event_id and tell staff."
+        )
+    try:
+        return _replay(earlier, event.fingerprint)
+    except UsageConflict as exc:
+        return exc
+
+
+def _record_refusals(
+    refused: list[tuple[RatedEvent, str]],
+    *,
+    wallet_id: int,
+    actor: Actor,
+    api_key: ApiKey | None,
+    at: datetime,
+) -> None:
+    """Keep a visible record of each refusal (the latest attempt wins); never
+    overwrite a booking of the same event."""
+    common = {"wallet_id": wallet_id, "api_key": api_key, "actor": actor.label, "received_at": at}
+    UsageEvent.objects.bulk_create(
+        [
+            event.row(status=UsageEvent.Status.REFUSED, message=message, **common)
+            for event, message in refused
+        ],
+        ignore_conflicts=True,
+    )
+    for event, message in refused:
+        UsageEvent.objects.filter(
+            customer=event.customer, event_id=event.event_id, status=UsageEvent.Status.REFUSED
+        ).exclude(fingerprint=event.fingerprint, message=message).update(
+            product_item=event.product,
+            quantity=event.quantity,
+            dimensions=event.dimensions,
+            timestamp=event.timestamp,
+            price=event.price,
+            unit_price=event.price.unit_price,
+            amount=event.amount,
+            fingerprint=event.fingerprint,
+            message=message,
+            **common,
+        )
+
+
+# --- reading wallets for answers ------------------------------------------------------
+
+
+# The wallet as it is now (locked by the draw-down in this transaction, when there
+# was one), and which of the given grants are restricted. A read only: the answer
+# needs the restricted balance and the credit limit, which DrawDown does not carry.
+WALLET_NOW_SQL = """
+SELECT credit_balance, restricted_balance, debt, credit_limit,
+       temporary_credit_increase, temporary_increase_valid_until,
+       ARRAY(SELECT g.id FROM wallets_creditgrant g
+             WHERE g.id = ANY(%(grant_ids)s) AND g.restricted)
+FROM wallets_wallet WHERE id = %(wallet_id)s
+"""
+
+
+def _figures_after_each(
+    wallet_id: int | None, changes: Sequence[services.DrawDown | None]
+) -> list[dict[str, str]]:
+    """Credit balance, debt and available funds right after each event of one
+    wallet's batch, in order (None: an event that moved nothing). Worked back from
+    the wallet as it is at the end of the batch: nothing else changed it meanwhile,
+    since the batch holds the wallet lock until the commit."""
+    if wallet_id is None:
+        return [{"credit_balance": "0", "debt": "0", "available_funds": "0"} for _ in changes]
+    grant_ids = sorted({grant_id for d in changes if d for grant_id, _ in d.lots})
+    with prepared_cursor() as cursor:
+        cursor.execute(
+            WALLET_NOW_SQL, {"wallet_id": wallet_id, "grant_ids": grant_ids}, prepare=True
+        )
+        row = cursor.fetchone()
+    assert row is not None, f"wallet {wallet_id} vanished"
+    balance, restricted, debt, limit, increase, until, restricted_grants = row
+    now = timezone.now()
+    wallet = Wallet(
+        credit_limit=limit, temporary_credit_increase=increase,
+        temporary_increase_valid_until=until,
+    )  # fmt: skip
+    figures: list[dict[str, str]] = []
+    for change in reversed(changes):
+        wallet.credit_balance, wallet.restricted_balance, wallet.debt = balance, restricted, debt
+        figures.append(
+            {
+                "credit_balance": decimal_text(balance),
+                "debt": decimal_text(debt),
+                "available_funds": decimal_text(wallet.available_funds(now)),
+            }
+        )
+        if change is not None:  # the wallet before this event
+            balance += change.from_credits
+            restricted += sum((a for g, a in change.lots if g in restricted_grants), Decimal(0))
+            debt -= change.to_debt
+    figures.reverse()
+    return figures
+
+
+def _lots(tx: LedgerTransaction) -> list[tuple[int, Decimal]]:
+    return list(tx.lots.order_by("id").values_list("grant_id", "amount"))
