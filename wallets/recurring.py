@@ -11,7 +11,7 @@ every period exactly once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 
@@ -89,11 +89,13 @@ def issue_recurring_grants(
     limit: int = 100,
     after: tuple[int, int] | None = None,
     actor: Actor = RECURRING_JOB_ACTOR,
+    rule_ids: Sequence[int] | None = None,
 ) -> RecurringBatch:
-    """Issue the due periods of up to `limit` rules (after the cursor), in one
-    transaction. Rules are taken in wallet order, so wallets are locked in id order
-    (as transfers lock them); a rule whose grant fails is rolled back alone and
-    reported, the others go on."""
+    """Issue the due periods of up to `limit` rules (after the cursor; only
+    `rule_ids` if given, e.g. the rule staff just created), in one transaction.
+    Rules are taken in wallet order, so wallets are locked in id order (as transfers
+    lock them); a rule whose grant fails is rolled back alone and reported, the
+    others go on."""
     at = at or timezone.now()
     today = timezone.localdate(at)
     due = (
@@ -105,6 +107,8 @@ def issue_recurring_grants(
             | Q(next_period_start__lt=F("ends_on"))
         )
     )
+    if rule_ids is not None:
+        due = due.filter(pk__in=list(rule_ids))
     if after is not None:
         due = due.filter(Q(wallet_id__gt=after[0]) | Q(wallet_id=after[0], id__gt=after[1]))
     issued = behind = 0

@@ -197,3 +197,10 @@ def test_the_next_period_is_issued_when_the_clock_passes_midnight(rule):
     assert len(issued(monthly)) == 1
     run(at(2026, 1, 31, 23, 59, 59) + timedelta(seconds=1))
     assert len(issued(monthly)) == 2
+
+
+def test_one_rule_can_be_issued_alone(rule):
+    first, other = rule(starts_on=date(2026, 1, 1)), rule(starts_on=date(2026, 1, 1))
+    with time_machine.travel(at(2026, 1, 2), tick=False):
+        batch = recurring.issue_recurring_grants(rule_ids=[first.pk])
+    assert batch.issued == 1 and len(issued(first)) == 1 and issued(other) == []
