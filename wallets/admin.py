@@ -431,7 +431,7 @@ class CreditGrantAdmin(ReadOnlyAdmin):
             priority=data["priority"],
         )  # fmt: skip
         self.log_addition(request, rule, "Recurring credit rule")
-        recurring.issue_recurring_grants(actor=Actor.user(request.user))
+        recurring.issue_recurring_grants(actor=Actor.user(request.user), rule_ids=[rule.pk])
         grant = CreditGrant.objects.filter(
             wallet=wallet, source_type="recurring_rule", source_id=str(rule.pk)
         ).first()
