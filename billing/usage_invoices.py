@@ -57,12 +57,12 @@ def close_period(*, customer: Customer, period: BillingPeriod, actor: Actor) -> 
         .values_list("transaction_id")
         .annotate(total=Sum("amount"))
     )
-    by_currency: dict[str, list[invoice_services.UsageCharge]] = {}
+    by_currency: dict[str, list[invoice_services.BilledUsage]] = {}
     wallets: dict[str, int | None] = {}
     for event in events:
         from_credits = drawn.get(event.transaction_id, Decimal("0"))
         by_currency.setdefault(event.currency, []).append(
-            invoice_services.UsageCharge(
+            invoice_services.BilledUsage(
                 event_id=event.pk,
                 item=event.product_item,
                 unit_price=event.unit_price,

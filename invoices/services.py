@@ -44,7 +44,7 @@ def take_number(invoice: Invoice) -> int:
 
 
 @dataclass(frozen=True)
-class UsageCharge:
+class BilledUsage:
     """What one booked usage event contributes to an invoice."""
 
     event_id: int
@@ -78,7 +78,7 @@ def issue_usage_invoice(
     customer: Customer,
     currency: str,
     period: BillingPeriod,
-    charges: list[UsageCharge],
+    charges: list[BilledUsage],
     wallet_id: int | None,
     actor: Actor,
 ) -> Invoice:
@@ -86,7 +86,7 @@ def issue_usage_invoice(
     and unit price, the subtotal, the prepaid credits applied and the amount due
     (the part of the usage that became debt). Rounded once; the rounding of the
     debt is booked so the ledger agrees with the page."""
-    groups: dict[tuple[int, Decimal], list[UsageCharge]] = defaultdict(list)
+    groups: dict[tuple[int, Decimal], list[BilledUsage]] = defaultdict(list)
     for charge in charges:
         groups[(charge.item.pk, charge.unit_price)].append(charge)
     keys = sorted(groups, key=lambda k: (groups[k][0].item.code, k[1]))

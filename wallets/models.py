@@ -142,10 +142,6 @@ class Wallet(models.Model):
         credit limit, less what is owed. The one definition every caller uses."""
         return self.unrestricted_balance + self.effective_credit_limit(at) - self.debt
 
-    def debt_headroom(self, at: datetime | None = None) -> Decimal:
-        """How much more debt the limit allows right now."""
-        return max(ZERO, self.effective_credit_limit(at) - self.debt)
-
 
 class LedgerTransaction(models.Model):
     """One business operation; its entries balance by construction."""

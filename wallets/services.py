@@ -318,7 +318,7 @@ def _post(
 def draw_order(grant: CreditGrant) -> tuple:
     """The draw-down order (ARCHITECTURE.md): most specific condition first, then
     lower priority, then earliest expiry (none last), then free before paid, then
-    oldest. `DRAW_DOWN_SQL` orders the same way; keep the two in step."""
+    oldest. The draw-down function (migration 0003) orders the same way; keep the two in step."""
     return (
         -grant.specificity,
         grant.priority,

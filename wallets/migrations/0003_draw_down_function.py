@@ -64,7 +64,7 @@ BEGIN
             WHERE a.kind = 'system' AND a.code = 'usage_revenue' AND a.currency = w.currency;
         END IF;
         -- 3. How much more debt the credit limit allows: the permanent limit plus a
-        -- temporary increase while it is valid, less the debt (Wallet.debt_headroom).
+        -- temporary increase while it is valid, less the debt (as Wallet.available_funds counts the limit).
         v_room := GREATEST(0, w.credit_limit
             + CASE WHEN w.temporary_credit_increase > 0 AND ev.at < w.temporary_increase_valid_until
                    THEN w.temporary_credit_increase ELSE 0 END
