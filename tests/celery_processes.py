@@ -86,7 +86,7 @@ class Processes:
 
     def beat(self, name: str, max_interval: int = 1) -> tuple[subprocess.Popen, Path]:
         args = [
-            sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO",
+            sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", os.environ.get("TEST_BEAT_LOGLEVEL", "INFO"),
             "--scheduler", "jobs.beat:LeaderDatabaseScheduler",
             "--max-interval", str(max_interval),
             "--pidfile", str(self.folder / f"{name}.pid"),
@@ -113,14 +113,17 @@ class Processes:
                     pass
 
 
-def wait_for(condition, *, timeout: float, message: str, every: float = 0.05):
+def wait_for(condition, *, timeout: float, message, every: float = 0.05):
+    """Poll `condition` until it is truthy; `message` may be a callable, so the
+    failure can describe the state at the moment of the timeout."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message}")
+            text = message() if callable(message) else message
+            raise AssertionError(f"timed out after {timeout}s: {text}")
         time.sleep(every)
 
 
