@@ -163,6 +163,14 @@ class CustomerAdmin(admin.ModelAdmin):
             {"fields": ["balance_model", "currency", "billing_anchor_day", "transfer_policy"]},
         ),
         ("Wallets", {"fields": ["balances"]}),
+        (
+            "Balance warnings",
+            {
+                "fields": ["low_funds_thresholds", "credit_limit_warnings"],
+                "description": "Emails to the customer when a balance change crosses one "
+                "of these; see Notifications for what was sent.",
+            },
+        ),
         ("Payments", {"fields": ["stripe_link", "stripe_customer_id"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]

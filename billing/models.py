@@ -20,6 +20,7 @@ from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from billing import thresholds
 from billing.errors import StripeMismatch
 
 if TYPE_CHECKING:
@@ -159,6 +160,22 @@ class Customer(models.Model):
         default=TransferPolicy.INHERIT,
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    low_funds_thresholds = models.CharField(
+        "low funds warning thresholds",
+        max_length=200,
+        blank=True,
+        validators=[thresholds.validate_amounts],
+        help_text="Comma-separated amounts in the customer's currency, e.g. 50, 20, 5: "
+        "the customer is emailed each time the available funds fall below one of them.",
+    )
+    credit_limit_warnings = models.CharField(
+        "credit limit warning thresholds",
+        max_length=200,
+        blank=True,
+        validators=[thresholds.validate_percents],
+        help_text="Comma-separated percentages of the credit limit, e.g. 80%, 90%, 100%: "
+        "the customer is emailed each time the share of the limit in use reaches one.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -172,7 +189,21 @@ class Customer(models.Model):
     def save(self, *args, **kwargs) -> None:
         if not self.account_number:
             self.account_number = next_account_number()
+        # stored normalised ("50, 20, 5" / "80%, 90%"): the wallets get the same lists
+        self.low_funds_thresholds = thresholds.format_amounts(
+            thresholds.parse_amounts(self.low_funds_thresholds)
+        )
+        self.credit_limit_warnings = thresholds.format_percents(
+            thresholds.parse_percents(self.credit_limit_warnings)
+        )
         super().save(*args, **kwargs)
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or {"low_funds_thresholds", "credit_limit_warnings"} & set(
+            update_fields
+        ):
+            from wallets.services import copy_warning_thresholds  # wallets imports billing
+
+            copy_warning_thresholds(self)
 
     def get_absolute_url(self) -> str:
         return reverse("admin:billing_customer_change", args=[self.pk])

@@ -91,6 +91,20 @@ class LeaderDatabaseScheduler(DatabaseScheduler):
                 pass
             self._lock_connection = None
 
+    def reserve(self, entry: Any) -> Any:
+        """Also keep the advanced entry in the schedule, as Celery's own Scheduler does.
+
+        django-celery-beat's `reserve` leaves the entry that was just sent in
+        `_schedule`, with its old `last_run_at`. When a schedule change lands while
+        the heap is being rebuilt (two reloads in one tick: e.g. another beat
+        starting and writing its default entries), the next tick rebuilds the heap
+        from `_schedule` and sends those entries a second time, milliseconds apart.
+        Seen in tests/jobs/test_beat.py; pinned by test_beat_unit.py."""
+        new_entry = super().reserve(entry)
+        if self._schedule is not None and entry.name in self._schedule:
+            self._schedule[entry.name] = new_entry
+        return new_entry
+
     def close(self) -> None:
         super().close()
         self._drop_lock_connection()

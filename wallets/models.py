@@ -12,6 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -95,6 +96,16 @@ class Wallet(models.Model):
     credit_limit = money_field(default=ZERO)
     temporary_credit_increase = money_field(default=ZERO)
     temporary_increase_valid_until = models.DateTimeField(null=True, blank=True)
+    # Copies of the customer's warning thresholds (billing.thresholds), read by the
+    # database trigger that queues a warning when a change of the balances crosses
+    # one (migration 0006). NULL: no warnings, and the trigger does not even run.
+    low_funds_thresholds = ArrayField(money_field(), null=True, blank=True, editable=False)
+    credit_limit_warnings = ArrayField(
+        models.DecimalField(max_digits=5, decimal_places=2),
+        null=True,
+        blank=True,
+        editable=False,
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 

@@ -202,12 +202,31 @@ def open_wallet(*, customer: Customer, currency: str | None = None) -> Wallet:
         system_account(code, currency)
     receivable = Account.objects.create(kind=Account.Kind.RECEIVABLE, currency=currency)
     wallet, created = Wallet.objects.get_or_create(
-        customer=customer, currency=currency, defaults={"receivable_account": receivable}
+        customer=customer,
+        currency=currency,
+        defaults={"receivable_account": receivable, **_warning_arrays(customer)},
     )
     if created:
         receivable.wallet = wallet
         receivable.save(update_fields=["wallet"])
     return wallet
+
+
+def _warning_arrays(customer: Customer) -> dict[str, list[Decimal] | None]:
+    from billing.thresholds import parse_amounts, parse_percents
+
+    return {
+        "low_funds_thresholds": parse_amounts(customer.low_funds_thresholds) or None,
+        "credit_limit_warnings": parse_percents(customer.credit_limit_warnings) or None,
+    }
+
+
+def copy_warning_thresholds(customer: Customer) -> int:
+    """Copy the customer's low-funds and credit-limit warning thresholds onto its
+    wallets, where the `wallets_balance_warnings` trigger reads them on every change
+    of the cached balances (migration 0006). Called by `Customer.save`; returns the
+    number of wallets updated. Touches no ledger row and no balance."""
+    return Wallet.objects.filter(customer=customer).update(**_warning_arrays(customer))
 
 
 # --- posting ----------------------------------------------------------------------

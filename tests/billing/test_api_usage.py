@@ -310,3 +310,22 @@ def test_a_partner_key_cannot_reverse_other_partners_usage(api, client, alice, f
 
     assert response.status_code == 404
     assert UsageEvent.objects.get().status == "booked"
+
+
+def test_usage_that_crosses_a_low_funds_threshold_queues_the_warning(api, alice, funded):
+    """Real-time draw-down through the API triggers the balance warnings (issue 7)."""
+    from wallets.models import Notification
+
+    alice.low_funds_thresholds = "5"
+    alice.save()
+    # 10 USD of credit, 0.5 per call: 10 calls leave exactly 5 (not below it) …
+    assert post(api, USAGE, event(alice, "e1", quantity="10")).status_code == 200
+    assert not Notification.objects.exists()
+    # … one more call crosses it, a batch going further queues nothing more
+    assert post(api, USAGE, event(alice, "e2", quantity="1")).status_code == 200
+    batch = {"events": [event(alice, f"b{i}", quantity="1") for i in range(3)]}
+    assert post(api, BATCH, batch).status_code == 200
+    (warning,) = Notification.objects.all()
+    assert warning.kind == "low_funds" and warning.customer == alice
+    assert warning.subject == "Low funds: less than 5.00 USD available"
+    assert "4.50 USD are available now" in warning.body
