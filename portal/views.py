@@ -3,14 +3,16 @@
 from functools import wraps
 from typing import cast
 
+from django import forms
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
-from billing.models import PortalUser
-from wallets.models import LedgerTransaction
+from billing.models import Customer, PortalUser
+from wallets.models import LedgerTransaction, Notification
 
 
 def customer_required(view):
@@ -47,3 +49,39 @@ def transactions(request: HttpRequest) -> HttpResponse:
     rows = LedgerTransaction.objects.filter(wallet__customer=customer).order_by("-id")
     page = Paginator(rows, 50).get_page(request.GET.get("page"))
     return render(request, "portal/transactions.html", {"customer": customer, "page": page})
+
+
+class AlertsForm(forms.ModelForm):
+    class Meta:
+        model = Customer
+        fields = ["low_funds_thresholds", "credit_limit_warnings"]
+        labels = {
+            "low_funds_thresholds": "Warn me when my available funds fall below",
+            "credit_limit_warnings": "Warn me when this share of my credit limit is in use",
+        }
+        help_texts = {
+            "low_funds_thresholds": "Amounts separated by commas, e.g. 50, 20, 5. "
+            "Leave empty for no warnings.",
+            "credit_limit_warnings": "Percentages separated by commas, e.g. 80%, 90%, 100%.",
+        }
+
+
+@customer_required
+def alerts(request: HttpRequest) -> HttpResponse:
+    """The customer's own balance warnings: edit the thresholds, see what was sent."""
+    customer = request.customer  # type: ignore[attr-defined]
+    form = AlertsForm(request.POST or None, instance=customer)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Your balance warnings are saved.")
+        return redirect("portal:alerts")
+    sent = Notification.objects.filter(
+        customer=customer, kind__in=["low_funds", "credit_limit"]
+    ).order_by("-created_at", "-id")[:20]
+    has_limit = any(w.effective_credit_limit() > 0 for w in customer.wallets.all())
+    return render(
+        request,
+        "portal/alerts.html",
+        {"customer": customer, "form": form, "sent": sent, "has_limit": has_limit},
+        status=400 if form.errors else 200,
+    )

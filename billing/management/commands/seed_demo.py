@@ -26,6 +26,14 @@ DEMO_CUSTOMERS = [
 ]
 
 
+# balance warnings (billing.thresholds); the history below crosses some of them
+DEMO_WARNINGS = {
+    "alice": {"low_funds_thresholds": "50, 20, 5"},
+    "bob": {"low_funds_thresholds": "10, 5"},
+    "charlie": {"credit_limit_warnings": "25%, 50%, 80%"},
+}
+
+
 class Command(BaseCommand):
     help = "Load demo data (idempotent): partners, customer classes, customers, logins."
 
@@ -73,6 +81,7 @@ class Command(BaseCommand):
                     "customer_class": classes[klass],
                     "balance_model": model,
                     "currency": currency,
+                    **DEMO_WARNINGS.get(login, {}),
                 },
             )
             created += was_created
