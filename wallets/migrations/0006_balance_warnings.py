@@ -24,6 +24,20 @@ import django.contrib.postgres.fields
 from django.db import migrations, models
 
 FUNCTION = r"""
+-- one row in the notifications outbox (wallets.Notification), queued for now
+CREATE OR REPLACE FUNCTION wallets_queue_warning(
+    to_customer bigint, warning_kind text, warning_subject text, warning_body text,
+    warning_key text
+) RETURNS void AS $$
+    INSERT INTO wallets_notification (
+        customer_id, kind, recipient, subject, body, dedupe_key, status,
+        attempts, last_error, next_attempt_at, created_at
+    ) VALUES (
+        to_customer, warning_kind, '', warning_subject, warning_body, warning_key,
+        'queued', 0, '', now(), now()
+    ) ON CONFLICT (dedupe_key) DO NOTHING;
+$$ LANGUAGE sql;
+
 CREATE OR REPLACE FUNCTION wallets_balance_warnings() RETURNS trigger AS $$
 DECLARE
     old_limit numeric := OLD.credit_limit + CASE
@@ -50,19 +64,14 @@ BEGIN
 
     FOREACH threshold IN ARRAY coalesce(NEW.low_funds_thresholds, '{}') LOOP
         IF old_available >= threshold AND new_available < threshold THEN
-            INSERT INTO wallets_notification (
-                customer_id, kind, recipient, subject, body, dedupe_key, status,
-                attempts, last_error, next_attempt_at, created_at
-            ) VALUES (
-                customer.id, 'low_funds', '',
+            PERFORM wallets_queue_warning(
+                customer.id, 'low_funds',
                 format('Low funds: less than %s %s available', round(threshold, 2), NEW.currency),
                 format(E'Hello %s,\n\nThe available funds on account %s fell below %s %s: ' ||
                        E'%s %s are available now.\n\nTop up to keep your services running.\n',
                        customer.name, customer.account_number, round(threshold, 2),
                        NEW.currency, round(new_available, 2), NEW.currency),
-                format('low_funds:%s:%s:%s', NEW.id, threshold, crossing),
-                'queued', 0, '', now(), now()
-            ) ON CONFLICT (dedupe_key) DO NOTHING;
+                format('low_funds:%s:%s:%s', NEW.id, threshold, crossing));
         END IF;
     END LOOP;
 
@@ -73,11 +82,8 @@ BEGIN
                          ELSE 0 END;
         FOREACH threshold IN ARRAY NEW.credit_limit_warnings LOOP
             IF old_used < threshold AND new_used >= threshold THEN
-                INSERT INTO wallets_notification (
-                    customer_id, kind, recipient, subject, body, dedupe_key, status,
-                    attempts, last_error, next_attempt_at, created_at
-                ) VALUES (
-                    customer.id, 'credit_limit', '',
+                PERFORM wallets_queue_warning(
+                    customer.id, 'credit_limit',
                     format('Credit limit warning: %s%% of your credit limit in use',
                            trim_scale(threshold)),
                     format(E'Hello %s,\n\n%s %s of the %s %s credit limit on account %s ' ||
@@ -86,9 +92,7 @@ BEGIN
                            customer.name, round(new_limit - new_available, 2), NEW.currency,
                            round(new_limit, 2), NEW.currency, customer.account_number,
                            round(new_used, 1)),
-                    format('credit_limit:%s:%s:%s', NEW.id, threshold, crossing),
-                    'queued', 0, '', now(), now()
-                ) ON CONFLICT (dedupe_key) DO NOTHING;
+                    format('credit_limit:%s:%s:%s', NEW.id, threshold, crossing));
             END IF;
         END LOOP;
     END IF;
@@ -108,6 +112,7 @@ EXECUTE FUNCTION wallets_balance_warnings();
 REVERSE = """
 DROP TRIGGER IF EXISTS wallets_balance_warnings ON wallets_wallet;
 DROP FUNCTION IF EXISTS wallets_balance_warnings();
+DROP FUNCTION IF EXISTS wallets_queue_warning(bigint, text, text, text, text);
 """
 
 
