@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from billing import stripe_services, stripe_webhooks
+from billing.admin_kit import ReadableDecimals, ReadOnlyAdmin
 from billing.errors import BillingError
 from billing.models import (
     ApiKey,
@@ -263,7 +264,7 @@ class PortalUserAdmin(admin.ModelAdmin):
     autocomplete_fields = ["user", "customer"]
 
 
-class PriceInline(admin.TabularInline):
+class PriceInline(ReadableDecimals, admin.TabularInline):
     model = Price
     extra = 1
     fields = ["currency", "unit_price", "dimensions", "effective_from", "effective_to"]
@@ -312,7 +313,7 @@ class ProductItemAdmin(admin.ModelAdmin):
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(ReadableDecimals, admin.ModelAdmin):
     list_display = [
         "product_item",
         "currency",
@@ -384,24 +385,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
             skipped=f"{left} selected key(s) were already revoked." if left else "",
             run=lambda key: "revoked" if key.revoke(by=str(request.user)) else "already revoked",
         )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records written by services only: staff look, and act through actions."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_act_permission(self, request: HttpRequest) -> bool:
-        """The actions (retry) need the model's change permission."""
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
 
 @admin.register(StripeEvent)

@@ -10,13 +10,14 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from billing.admin_kit import ReadableDecimals
 from invoices.models import Invoice, InvoiceLine, InvoiceSeries
 from invoices.pdf import render_invoice_pdf
 from wallets.actors import Actor
 from wallets.admin import run_confirmed
 
 
-class LineInline(admin.TabularInline):
+class LineInline(ReadableDecimals, admin.TabularInline):
     model = InvoiceLine
     extra = 0
     can_delete = False
@@ -34,7 +35,7 @@ class VoidForm(forms.Form):
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(admin.ModelAdmin):
+class InvoiceAdmin(ReadableDecimals, admin.ModelAdmin):
     list_display = (
         "display_number", "customer", "kind", "period_start", "period_end", "subtotal",
         "credits_applied", "amount_due", "currency", "status", "pdf_link",

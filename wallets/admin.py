@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from billing.admin_kit import ReadableDecimals, ReadOnlyAdmin, ReadOnlyInline, amount_text
 from billing.models import Customer, ProductItem
 from wallets import errors, services
 from wallets.actors import Actor
@@ -45,30 +46,6 @@ def status_badge(grant: CreditGrant) -> str:
         STATUS_COLOURS.get(grant.status, "#5b6478"),
         grant.get_status_display(),
     )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Ledger rows are history: viewable, never edited or deleted here."""
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 def run_confirmed(
@@ -183,8 +160,8 @@ class WalletAdmin(ReadOnlyAdmin):
     inlines = [GrantInline, LimitChangeInline]
 
     @admin.display(description="available funds")
-    def available(self, obj: Wallet) -> Decimal:
-        return obj.available_funds()
+    def available(self, obj: Wallet) -> str:
+        return amount_text(obj.available_funds())
 
     @admin.display(description="requires action")
     def pending_grants(self, obj: Wallet) -> str:
@@ -618,7 +595,7 @@ class PrepaidCreditSettingsAdmin(admin.ModelAdmin):
 
 
 @admin.register(RecurringGrantRule)
-class RecurringGrantRuleAdmin(admin.ModelAdmin):
+class RecurringGrantRuleAdmin(ReadableDecimals, admin.ModelAdmin):
     list_display = [
         "name",
         "customer",

@@ -19,6 +19,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from billing.money import amount_text
 from billing.periods import PeriodUnit, add_period
 
 # numeric(24, 6): a usage rate of 0.0001 per call draws down exactly.
@@ -231,7 +232,7 @@ class Entry(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.amount} {self.currency}: {self.debit_account_id} → {self.credit_account_id}"
+        return f"{amount_text(self.amount)} {self.currency}: {self.debit_account_id} → {self.credit_account_id}"
 
 
 class CreditGrant(models.Model):
@@ -324,7 +325,10 @@ class CreditGrant(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.remaining}/{self.amount} {self.currency})"
+        return (
+            f"{self.name} ({amount_text(self.remaining)}/{amount_text(self.amount)} "
+            f"{self.currency})"
+        )
 
     @property
     def used(self) -> Decimal:
@@ -357,7 +361,7 @@ class GrantConsumption(models.Model):
         constraints = [models.CheckConstraint(condition=~Q(amount=0), name="lot_amount_not_zero")]
 
     def __str__(self) -> str:
-        return f"{self.amount} from grant {self.grant_id}"
+        return f"{amount_text(self.amount)} from grant {self.grant_id}"
 
 
 class CreditLimitChange(models.Model):
@@ -380,7 +384,7 @@ class CreditLimitChange(models.Model):
         ordering = ["-changed_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.old_limit} → {self.new_limit} ({self.changed_at:%Y-%m-%d})"
+        return f"{amount_text(self.old_limit)} → {amount_text(self.new_limit)} ({self.changed_at:%Y-%m-%d})"
 
 
 # --- scheduled jobs: prepaid credit settings, recurring grants, notifications -------
@@ -502,7 +506,7 @@ class RecurringGrantRule(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name}: {self.amount} {self.wallet.currency} per billing period"
+        return f"{self.name}: {amount_text(self.amount)} {self.wallet.currency} per billing period"
 
     def clean(self) -> None:
         errors: dict[str, str] = {}

@@ -84,3 +84,29 @@ def test_recurring_credit_creates_a_rule_and_this_periods_grant(staff_client):
     rule = RecurringGrantRule.objects.get()
     grant = CreditGrant.objects.get()
     assert rule.amount == Decimal("5") and grant.kind == "free" and grant.source_id == str(rule.pk)
+
+
+def test_admin_shows_money_readably(admin_client, alice):
+    """Ledger amounts keep 6 decimals; staff read 100.00 and 12.345, not 100.000000."""
+    from decimal import Decimal
+
+    from billing.admin_kit import amount_text
+    from tests.wallets.conftest import STAFF
+    from wallets import services
+
+    assert [amount_text(Decimal(v)) for v in ("100.000000", "12.345000", "0.000100", "-3.5")] == [
+        "100.00", "12.345", "0.0001", "-3.50",
+    ]  # fmt: skip
+    wallet = services.open_wallet(customer=alice)
+    services.grant_credit(wallet=wallet, amount=Decimal("100"), kind="paid", name="Pack",
+                          actor=STAFF, idempotency_key="g1")  # fmt: skip
+    services.draw_down(wallet=wallet, amount=Decimal("12.345"), actor=STAFF, idempotency_key="u1")
+    for url in (
+        "/admin/wallets/wallet/",
+        f"/admin/wallets/wallet/{wallet.pk}/change/",
+        "/admin/wallets/creditgrant/",
+        "/admin/wallets/ledgertransaction/",
+    ):
+        page = admin_client.get(url).content.decode()
+        assert "87.655" in page, url
+        assert ".000000" not in page and "87.655000" not in page, url
