@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from billing import stripe_services, stripe_webhooks
-from billing.admin_kit import ReadableDecimals, ReadOnlyAdmin
+from billing.admin_kit import ReadableDecimals, ReadOnlyAdmin, amount_text
 from billing.errors import BillingError
 from billing.models import (
     ApiKey,
@@ -188,9 +188,9 @@ class CustomerAdmin(admin.ModelAdmin):
                 (
                     reverse("admin:wallets_wallet_change", args=[w.pk]),
                     w.currency,
-                    w.credit_balance,
-                    w.debt,
-                    w.available_funds(),
+                    amount_text(w.credit_balance),
+                    amount_text(w.debt),
+                    amount_text(w.available_funds()),
                     pending_badge(w),
                 )
                 for w in obj.wallets.all()
