@@ -1,10 +1,8 @@
 import json
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, cast
 
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -13,7 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from billing import stripe_services, stripe_webhooks
-from billing.admin_kit import ReadableDecimals, ReadOnlyAdmin, amount_text
+from billing.admin_kit import ReadableDecimals, ReadOnlyAdmin, amount_text, confirm_action
 from billing.errors import BillingError
 from billing.models import (
     ApiKey,
@@ -32,6 +30,7 @@ from billing.models import (
 from billing.stripe_gateway import stripe_enabled
 from billing.usage import reverse_usage
 from wallets.actors import Actor
+from wallets.errors import WalletError
 
 
 @admin.register(Partner)
@@ -86,52 +85,6 @@ class StripePaymentMethodInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
-
-
-def confirm_then(
-    modeladmin: admin.ModelAdmin,
-    request: HttpRequest,
-    *,
-    action_name: str,
-    title: str,
-    question: str,
-    confirm_label: str,
-    items: list[tuple[Any, str]],
-    skipped: str,
-    run: Callable[[Any], str],
-) -> TemplateResponse | None:
-    """Django's delete_selected shape: a confirmation page first; once confirmed,
-    ``run`` each object (it calls a service and says what happened), log it, report."""
-    if not items:
-        modeladmin.message_user(request, skipped or "Nothing to do.", messages.WARNING)
-        return None
-    if request.POST.get("post"):
-        outcomes: Counter[str] = Counter()
-        for obj, _note in items:
-            try:
-                outcome = run(obj)
-            except BillingError as exc:
-                modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
-                continue
-            modeladmin.log_change(request, obj, f"{title}: {outcome}")
-            outcomes[outcome] += 1
-        if outcomes:
-            summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
-            modeladmin.message_user(request, f"{title}: {summary}.", messages.SUCCESS)
-        return None
-    context = {
-        **modeladmin.admin_site.each_context(request),
-        "title": title,
-        "question": question,
-        "confirm_label": confirm_label,
-        "items": items,
-        "skipped": skipped,
-        "opts": modeladmin.model._meta,
-        "action_name": action_name,
-        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        "media": modeladmin.media,
-    }
-    return TemplateResponse(request, "admin/billing/confirm_action.html", context)
 
 
 @admin.register(Customer)
@@ -371,7 +324,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> TemplateResponse | None:
         live = list(queryset.filter(revoked_at__isnull=True))
         left = queryset.count() - len(live)
-        return confirm_then(
+        return confirm_action(
             self,
             request,
             action_name="revoke",
@@ -383,7 +336,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
             confirm_label="Yes, revoke",
             items=[(key, f"last used {key.last_used_at or 'never'}") for key in live],
             skipped=f"{left} selected key(s) were already revoked." if left else "",
-            run=lambda key: "revoked" if key.revoke(by=str(request.user)) else "already revoked",
+            run=lambda key, _: "revoked" if key.revoke(by=str(request.user)) else "already revoked",
+            expected=(BillingError,),
         )
 
 
@@ -427,7 +381,7 @@ class StripeEventAdmin(ReadOnlyAdmin):
             status__in=[StripeEvent.Status.FAILED, StripeEvent.Status.RECEIVED]
         )
         left = queryset.count() - retryable.count()
-        return confirm_then(
+        return confirm_action(
             self,
             request,
             action_name="retry_processing",
@@ -438,7 +392,8 @@ class StripeEventAdmin(ReadOnlyAdmin):
             skipped=f"{left} selected event(s) already processed or ignored are left alone."
             if left
             else "",
-            run=lambda event: stripe_webhooks.retry_stripe_event(event=event).status,
+            run=lambda event, _: stripe_webhooks.retry_stripe_event(event=event).status,
+            expected=(BillingError,),
         )
 
 
@@ -529,7 +484,7 @@ class StripeChargeAdmin(ReadOnlyAdmin):
             if c.status == StripeCharge.Status.PENDING or c.effects_applied_at is None
         ]
         left = queryset.count() - len(due)
-        return confirm_then(
+        return confirm_action(
             self,
             request,
             action_name="retry",
@@ -542,7 +497,8 @@ class StripeChargeAdmin(ReadOnlyAdmin):
             confirm_label="Yes, retry",
             items=[(c, c.last_error or c.effects_error) for c in due],
             skipped=f"{left} selected charge(s) have nothing to retry." if left else "",
-            run=lambda c: stripe_services.retry_charge(charge=c).get_status_display().lower(),
+            run=lambda c, _: stripe_services.retry_charge(charge=c).get_status_display().lower(),
+            expected=(BillingError,),
         )
 
 
@@ -573,7 +529,7 @@ class UsageEventAdmin(ReadOnlyAdmin):
         booked = list(queryset.filter(status=UsageEvent.Status.BOOKED))
         left = queryset.count() - len(booked)
         actor = Actor.user(request.user)
-        return confirm_then(
+        return confirm_action(
             self,
             request,
             action_name="reverse",
@@ -584,9 +540,10 @@ class UsageEventAdmin(ReadOnlyAdmin):
                 "and the ledger shows a reversal; nothing is edited in place."
             ),
             confirm_label="Yes, reverse",
-            items=[(e, f"{e.amount} {e.currency}") for e in booked],
+            items=[(e, f"{amount_text(e.amount)} {e.currency}") for e in booked],
             skipped=f"{left} selected event(s) refused or already reversed are left alone."
             if left
             else "",
-            run=lambda e: reverse_usage(event=e, actor=actor).event.status,
+            run=lambda e, _: reverse_usage(event=e, actor=actor).event.status,
+            expected=(BillingError, WalletError),
         )

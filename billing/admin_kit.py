@@ -6,18 +6,28 @@
   "100.00" or "12.345" (two decimals at least, more only where the value has them)
   in list columns and read-only fields. Editable form fields are left alone.
 - `amount_text`: the same formatting for values computed in admin methods.
+- `ReadOnlyAdmin` / `ReadOnlyInline`: records only services write.
+- `confirm_action`: the one confirmation flow of every admin action.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db import models
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 from billing.money import amount_text
 
-__all__ = ["ReadOnlyAdmin", "ReadOnlyInline", "ReadableDecimals", "amount_text"]
+__all__ = [
+    "ReadOnlyAdmin", "ReadOnlyInline", "ReadableDecimals", "amount_text", "confirm_action",
+]  # fmt: skip
 
 
 class ReadableDecimals:
@@ -97,3 +107,65 @@ class ReadOnlyInline(ReadableDecimals, admin.TabularInline):
 
     def has_change_permission(self, request: Any, obj: Any = None) -> bool:
         return False
+
+
+def confirm_action(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    *,
+    action_name: str,
+    title: str,
+    question: str,
+    items: list[tuple[Any, str]],
+    run: Callable[[Any, dict[str, Any]], str],
+    expected: tuple[type[Exception], ...],
+    skipped: str = "",
+    confirm_label: str = "",
+    form_class: type[forms.Form] | None = None,
+) -> TemplateResponse | None:
+    """Every admin action that changes money or state, in the shape of Django's
+    delete_selected: a confirmation page listing what will be touched (each with a
+    note), asking for any input the service needs (`form_class`); once confirmed,
+    `run(obj, form data)` calls the service for each object and returns what
+    happened ("voided"), which is logged (LogEntry) and summed up for the user.
+    An `expected` error is shown for its object and changes nothing else."""
+    if not items:
+        modeladmin.message_user(
+            request, skipped or "None of the selected items can be changed this way.",
+            messages.WARNING,
+        )  # fmt: skip
+        return None
+    confirmed = bool(request.POST.get("post"))
+    form = form_class(request.POST if confirmed else None) if form_class else None
+    if confirmed and (form is None or form.is_valid()):
+        data = form.cleaned_data if form else {}
+        details = ", ".join(f"{name.replace('_', ' ')}: {value}" for name, value in data.items())
+        outcomes: Counter[str] = Counter()
+        for obj, _note in items:
+            try:
+                outcome = run(obj, data)
+            except expected as exc:
+                modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
+                continue
+            modeladmin.log_change(
+                request, obj, f"{title}: {outcome}" + (f" ({details})" if details else "")
+            )
+            outcomes[outcome] += 1
+        if outcomes:
+            summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
+            modeladmin.message_user(request, f"{title}: {summary}.", messages.SUCCESS)
+        return None
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "question": question,
+        "confirm_label": confirm_label or f"Yes, {title.split()[0].lower()}",
+        "items": items,
+        "skipped": skipped,
+        "form": form,
+        "opts": modeladmin.model._meta,
+        "action_name": action_name,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "media": modeladmin.media,
+    }
+    return TemplateResponse(request, "admin/confirm_action.html", context)

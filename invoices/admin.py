@@ -10,11 +10,10 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from billing.admin_kit import ReadableDecimals
+from billing.admin_kit import ReadableDecimals, confirm_action
 from invoices.models import Invoice, InvoiceLine, InvoiceSeries
 from invoices.pdf import render_invoice_pdf
 from wallets.actors import Actor
-from wallets.admin import run_confirmed
 
 
 class LineInline(ReadableDecimals, admin.TabularInline):
@@ -95,12 +94,18 @@ class InvoiceAdmin(ReadableDecimals, admin.ModelAdmin):
 
         def perform(invoice: Invoice, data: dict[str, Any]) -> str:
             void_usage_invoice(invoice=invoice, reason=data["reason"], actor=actor)
-            return f"Voided: {data['reason']}"
+            return "voided"
 
-        return run_confirmed(
-            self, request, queryset.exclude(status="void"), title="Void invoices", verb="Voided",
-            action="void_invoices", perform=perform, form_class=VoidForm,
-            expected=(InvoiceError, WalletError, UsageError),
+        open_ones = list(queryset.exclude(status="void").select_related("customer"))
+        left = queryset.count() - len(open_ones)
+        return confirm_action(
+            self, request, action_name="void_invoices", title="Void invoices",
+            question="Void these usage invoices? Every usage event on them is reversed: "
+            "credits go back to the grants they came from, debt is cancelled. The invoice "
+            "keeps its number, marked void.",
+            items=[(i, str(i.customer)) for i in open_ones],
+            skipped=f"{left} selected invoice(s) are already void." if left else "",
+            run=perform, form_class=VoidForm, expected=(InvoiceError, WalletError, UsageError),
         )  # fmt: skip
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -16,7 +15,13 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing.admin_kit import ReadableDecimals, ReadOnlyAdmin, ReadOnlyInline, amount_text
+from billing.admin_kit import (
+    ReadableDecimals,
+    ReadOnlyAdmin,
+    ReadOnlyInline,
+    amount_text,
+    confirm_action,
+)
 from billing.models import Customer, ProductItem
 from wallets import errors, services
 from wallets.actors import Actor
@@ -46,48 +51,6 @@ def status_badge(grant: CreditGrant) -> str:
         STATUS_COLOURS.get(grant.status, "#5b6478"),
         grant.get_status_display(),
     )
-
-
-def run_confirmed(
-    modeladmin: admin.ModelAdmin,
-    request: HttpRequest,
-    queryset: QuerySet,
-    *,
-    title: str,
-    verb: str,
-    action: str,
-    perform: Any,
-    form_class: type[forms.Form] | None = None,
-    expected: tuple[type[Exception], ...] = (errors.WalletError,),
-) -> HttpResponse | None:
-    """The shape of django's delete_selected: show what will happen, ask to confirm
-    (and for any input the service needs), then call the service once per object,
-    log a LogEntry and report. Errors are shown per object; nothing else changes."""
-    form = form_class(request.POST if "confirm" in request.POST else None) if form_class else None
-    if "confirm" in request.POST and (form is None or form.is_valid()):
-        done = 0
-        for obj in queryset:
-            try:
-                message = perform(obj, form.cleaned_data if form else {})
-            except expected as exc:
-                modeladmin.message_user(request, f"{obj}: {exc}", messages.ERROR)
-                continue
-            modeladmin.log_change(request, obj, message)
-            done += 1
-        if done:
-            modeladmin.message_user(request, f"{verb} {done} item(s).", messages.SUCCESS)
-        return None
-    context = {
-        **modeladmin.admin_site.each_context(request),
-        "title": title,
-        "objects": list(queryset),
-        "form": form,
-        "action": action,
-        "verb": verb,
-        "action_checkbox_name": ACTION_CHECKBOX_NAME,
-        "opts": modeladmin.model._meta,
-    }
-    return TemplateResponse(request, "admin/wallets/confirm_action.html", context)
 
 
 # --- wallets ------------------------------------------------------------------------
@@ -433,11 +396,18 @@ class CreditGrantAdmin(ReadOnlyAdmin):
                 grant=grant, external_transaction_id=data["external_transaction_id"], actor=actor,
                 idempotency_key=f"admin-activate:{grant.pk}",
             )  # fmt: skip
-            return f"Activated with transaction id {data['external_transaction_id']}"
+            return "activated"
 
-        return run_confirmed(
-            self, request, queryset.filter(status="pending"), title="Activate credit", verb="Activated",
-            action="activate_grants", perform=perform, form_class=self.ActivateForm,
+        pending = list(queryset.filter(status="pending").select_related("wallet__customer"))
+        left = queryset.count() - len(pending)
+        return confirm_action(
+            self, request, action_name="activate_grants", title="Activate credit",
+            question="Activate these Requires Action grants? Enter the id of the payment "
+            "that paid for them; the credit becomes spendable at once.",
+            items=[(g, f"{g.wallet.customer} · {amount_text(g.amount)} {g.currency}") for g in pending],
+            skipped=f"{left} selected grant(s) are not awaiting payment and are left alone."
+            if left else "",
+            run=perform, expected=(errors.WalletError,), form_class=self.ActivateForm,
         )  # fmt: skip
 
     @admin.action(description="Void selected grants (unused part only)", permissions=["change"])
@@ -446,17 +416,17 @@ class CreditGrantAdmin(ReadOnlyAdmin):
 
         def perform(grant: CreditGrant, data: dict[str, Any]) -> str:
             services.void_grant(grant=grant, actor=actor, idempotency_key=f"admin-void:{grant.pk}")
-            return "Voided"
+            return "voided"
 
-        return run_confirmed(
-            self,
-            request,
-            queryset,
-            title="Void credit",
-            verb="Voided",
-            action="void_grants",
-            perform=perform,
-        )
+        grants = list(queryset.select_related("wallet__customer"))
+        return confirm_action(
+            self, request, action_name="void_grants", title="Void credit",
+            question="Void these grants? Only their unused part is taken back (to whoever "
+            "funded it); what was already spent stays spent. The ledger records it as a new "
+            "transaction; nothing is edited in place.",
+            items=[(g, f"{amount_text(g.remaining)} {g.currency} unused") for g in grants],
+            run=perform, expected=(errors.WalletError,),
+        )  # fmt: skip
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # the change *page* stays read-only (all fields are), actions need the permission
@@ -541,11 +511,17 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
             reversal = services.reverse(
                 transaction_id=tx.pk, actor=actor, idempotency_key=f"admin-reverse:{tx.pk}"
             )
-            return f"Reversed by transaction {reversal.pk}"
+            return f"reversed (by transaction {reversal.pk})" if len(chosen) == 1 else "reversed"
 
-        return run_confirmed(
-            self, request, queryset, title="Reverse transactions", verb="Reversed",
-            action="reverse_transactions", perform=perform,
+        chosen = list(queryset)
+        return confirm_action(
+            self, request, action_name="reverse_transactions", title="Reverse transactions",
+            question="Reverse these transactions? Each gets a reversing transaction that puts "
+            "the money back where it came from (credit to its original grants); nothing is "
+            "edited in place.",
+            items=[(tx, f"{tx.get_kind_display()} {amount_text(tx.amount)} {tx.currency}")
+                   for tx in chosen],
+            run=perform, expected=(errors.WalletError,),
         )  # fmt: skip
 
     def has_reverse_permission(self, request: HttpRequest) -> bool:

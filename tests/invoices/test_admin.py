@@ -45,16 +45,16 @@ def test_void_action_asks_for_a_reason_then_returns_the_credit(staff, invoice):
         {
             "action": "void_invoices",
             "_selected_action": [invoice.pk],
-            "confirm": "yes",
+            "post": "yes",
             "reason": "",
         },
     )
     assert "This field is required" in again.content.decode()
     invoice.refresh_from_db()
     assert invoice.status == "issued"
-    done = staff.post(url, {"action": "void_invoices", "_selected_action": [invoice.pk], "confirm": "yes",
+    done = staff.post(url, {"action": "void_invoices", "_selected_action": [invoice.pk], "post": "yes",
                             "reason": "duplicate"}, follow=True)  # fmt: skip
-    assert "Voided 1 item(s)" in done.content.decode()
+    assert "Void invoices: 1 voided." in done.content.decode()
     invoice.refresh_from_db()
     assert invoice.status == "void" and invoice.customer.wallets.get().credit_balance == Decimal(
         "10"

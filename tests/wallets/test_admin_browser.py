@@ -47,13 +47,13 @@ def test_reconcile_later_then_activate_with_transaction_id(live_server, staff_pa
     page.fill("#id_external_transaction_id", "BANK-2024-0042")
     page.screenshot(path=f"{artifacts_dir}/admin-activate.png", full_page=True)
     page.click("input[type=submit][value^='Yes']")
-    expect(page.locator(".messagelist")).to_contain_text("Activated 1 item(s)")
+    expect(page.locator(".messagelist")).to_contain_text("Activate credit: 1 activated.")
 
     grant = CreditGrant.objects.get()
     assert grant.status == "active" and grant.external_transaction_id == "BANK-2024-0042"
     assert grant.wallet.credit_balance == Decimal("250")
     page.goto(f"{live_server.url}/admin/billing/customer/{customer.pk}/change/")
-    expect(page.locator("fieldset").filter(has_text="Wallets")).to_contain_text("250.000000")
+    expect(page.locator("fieldset").filter(has_text="Wallets")).to_contain_text("250.00")
 
 
 def test_bad_input_in_the_credit_form_says_what_to_fix(live_server, staff_page):
@@ -88,7 +88,9 @@ def test_staff_reverse_a_usage_transaction(live_server, staff_page, artifacts_di
     page.select_option("select[name=action]", "reverse_transactions")
     page.click("button[name=index]")
     page.click("input[type=submit][value^='Yes']")
-    expect(page.locator(".messagelist")).to_contain_text("Reversed 1 item(s)")
+    expect(page.locator(".messagelist")).to_contain_text(
+        "Reverse transactions: 1 reversed (by transaction"
+    )
     wallet.refresh_from_db()
     assert wallet.credit_balance == Decimal("10")
     assert LedgerTransaction.objects.filter(
