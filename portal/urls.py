@@ -17,4 +17,6 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("transactions/", views.transactions, name="transactions"),
     path("alerts/", views.alerts, name="alerts"),
+    path("documents/", views.documents, name="documents"),
+    path("documents/<int:pk>/pdf/", views.document_pdf, name="document_pdf"),
 ]

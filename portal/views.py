@@ -9,9 +9,11 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 
 from billing.models import Customer, PortalUser
+from invoices.models import Invoice
+from invoices.pdf import render_invoice_pdf
 from wallets.models import LedgerTransaction, Notification
 
 
@@ -85,3 +87,33 @@ def alerts(request: HttpRequest) -> HttpResponse:
         {"customer": customer, "form": form, "sent": sent, "has_limit": has_limit},
         status=400 if form.errors else 200,
     )
+
+
+@customer_required
+def documents(request: HttpRequest) -> HttpResponse:
+    """The customer's invoices (issued and void; drafts are staff-only), newest first."""
+    customer = request.customer  # type: ignore[attr-defined]
+    rows = (
+        Invoice.objects.filter(customer=customer)
+        .exclude(status=Invoice.Status.DRAFT)
+        .select_related("series")
+        .order_by("-issued_at", "-id")
+    )
+    page = Paginator(rows, 25).get_page(request.GET.get("page"))
+    return render(request, "portal/documents.html", {"customer": customer, "page": page})
+
+
+@customer_required
+def document_pdf(request: HttpRequest, pk: int) -> HttpResponse:
+    """One of the customer's own invoices as PDF; anyone else's is a 404."""
+    customer = request.customer  # type: ignore[attr-defined]
+    invoice = get_object_or_404(
+        Invoice.objects.select_related("customer__partner", "series").exclude(
+            status=Invoice.Status.DRAFT
+        ),
+        pk=pk,
+        customer=customer,
+    )
+    response = HttpResponse(render_invoice_pdf(invoice), content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{invoice.display_number}.pdf"'
+    return response

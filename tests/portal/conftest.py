@@ -1,0 +1,1 @@
+from tests.billing.conftest import calls, credit, price  # noqa: F401 - shared fixtures
