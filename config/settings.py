@@ -76,7 +76,10 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=database_url(DEFAULT_DIR / "pgdata")),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# No health check (a `SELECT 1` round trip) at the start of every request: with
+# persistent connections a connection that broke fails one request, and Django
+# drops it at that request's end (a database error marks it unusable).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=False)
 DATABASES["default"].setdefault("TEST", {})
 # Django disables psycopg's prepared statements (prepare_threshold=None). Allow them,
 # but only where code asks (`prepare=True`): the draw-down statement is planned once
