@@ -225,21 +225,32 @@ class RatedEvent(CheckedEvent):
     def ledger_key(self) -> str:
         return f"usage:{self.customer.pk}:{self.event_id}"
 
-    def row(self, **fields: Any) -> UsageEvent:
-        return UsageEvent(
-            customer=self.customer,
-            product_item=self.product,
+    def row(self, *, api_key: ApiKey | None = None, **fields: Any) -> UsageEvent:
+        # Foreign keys by id: setting related objects costs a descriptor call each,
+        # a third of the Python time of a batch of 1,000. The related objects are
+        # put in the instance's cache, so reading them costs no query.
+        event = UsageEvent(
+            customer_id=self.customer.pk,
+            product_item_id=self.product.pk,
             event_id=self.event_id,
             quantity=self.quantity,
             dimensions=self.dimensions,
             timestamp=self.timestamp,
-            price=self.price,
+            price_id=self.price.pk,
             unit_price=self.price.unit_price,
             amount=self.amount,
             currency=self.customer.currency,
             fingerprint=self.fingerprint,
+            api_key_id=api_key.pk if api_key is not None else None,
             **fields,
         )
+        cache = event._state.fields_cache
+        cache["customer"], cache["product_item"], cache["price"] = (
+            self.customer, self.product, self.price
+        )  # fmt: skip
+        if api_key is not None:
+            cache["api_key"] = api_key
+        return event
 
 
 def check_event(raw: UsageInput, found: UsageLookups) -> CheckedEvent:

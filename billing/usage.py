@@ -513,7 +513,14 @@ def _record_refusals(
     common = {"wallet_id": wallet_id, "api_key": api_key, "actor": actor.label, "received_at": at}
     UsageEvent.objects.bulk_create(
         [
-            event.row(status=UsageEvent.Status.REFUSED, message=message, **common)
+            event.row(
+                status=UsageEvent.Status.REFUSED,
+                message=message,
+                api_key=api_key,
+                wallet_id=wallet_id,
+                actor=actor.label,
+                received_at=at,
+            )  # fmt: skip
             for event, message in refused
         ],
         ignore_conflicts=True,
