@@ -382,8 +382,8 @@ def usage_out(outcome: UsageOutcome) -> dict[str, Any]:
 
 # Usage answers are built JSON-ready (decimals as text, from the stored answer), so
 # the usage views return them as they are: ninja re-validating the answer against
-# its schema (kept for the docs, and checked by the tests) took about as long as
-# booking a batch.
+# its schema (kept for the docs; a test checks that the answers are what it would
+# render) took about as long as booking a batch.
 JSON = DjangoJSONEncoder()
 
 
