@@ -116,6 +116,13 @@ class UsageConflict(UsageError):
     status_code = 409
 
 
+class ApiKeyNotUsable(UsageError):
+    """The API key was revoked (or removed) since this process last read it: 401,
+    nothing booked."""
+
+    status_code = 401
+
+
 class UsageNotFound(UsageError):
     status_code = 404
 

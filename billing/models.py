@@ -427,6 +427,19 @@ class ApiKey(models.Model):
     # How stale last_used_at may get before a request writes it again: one UPDATE
     # per key per minute instead of one per request.
     LAST_USED_RESOLUTION = timedelta(minutes=1)
+    # The columns authentication loads; the others load on access.
+    AUTH_COLUMNS = [
+        "id",
+        "name",
+        "prefix",
+        "secret_hash",
+        "partner_id",
+        "last_used_at",
+        "revoked_at",
+    ]
+    # False while the key comes from a per-process memory and its revocation has
+    # not been checked against the database yet (billing.api.api_key_of).
+    checked = True
 
     name = models.CharField(
         max_length=100, help_text="Who or what uses it, e.g. 'metering service'."
@@ -487,9 +500,8 @@ class ApiKey(models.Model):
         """The key this token belongs to, revoked or not (the caller decides)."""
         if not token.startswith(API_KEY_PREFIX):
             return None
-        # Runs on every API request: a plain statement, no query compilation. The
-        # columns authentication needs are loaded; the others load on access.
-        names = ["id", "name", "prefix", "partner_id", "last_used_at", "revoked_at"]
+        # A plain statement, no query compilation.
+        names = cls.AUTH_COLUMNS
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT {', '.join(names)} FROM billing_apikey WHERE secret_hash = %s",  # noqa: S608

@@ -27,7 +27,7 @@ from django.db import connection
 from django.db.models import Model
 from django.utils import timezone
 
-from billing.errors import FieldProblem, UsageRejected
+from billing.errors import ApiKeyNotUsable, FieldProblem, UsageRejected
 from billing.models import (
     RATE_PLACES,
     ApiKey,
@@ -70,9 +70,13 @@ def rate(quantity: Decimal, unit_price: Decimal) -> Decimal:
 # Everything a batch needs to validate and rate its events, in one round trip:
 # the customers (with the id of their wallet in their currency: a read of the
 # wallets table, never a write), the product items, the prices that may apply
-# to the batch's time span, and earlier events with the same ids.
+# to the batch's time span, and earlier events with the same ids; and whether the
+# API key is still usable (revocation takes effect at once although the web
+# process remembers keys: billing.api.ApiKeyAuth).
 LOOKUP_SQL = """
 SELECT
+  (SELECT json_build_object('revoked_at', k.revoked_at)
+   FROM billing_apikey k WHERE k.id = %(api_key_id)s),
   (SELECT coalesce(json_agg(json_build_object(
             'id', c.id, 'account_number', c.account_number, 'name', c.name,
             'currency', c.currency, 'status', c.status, 'partner_id', c.partner_id,
@@ -128,12 +132,19 @@ class UsageLookups:
             "event_ids": sorted({e.event_id for e in events if isinstance(e.event_id, str)}),
             "earliest": min(times),
             "latest": max(times),
+            "api_key_id": api_key.pk if api_key is not None else None,
         }
         with prepared_cursor() as cursor:
             cursor.execute(LOOKUP_SQL, params, prepare=True)
             row = cursor.fetchone()
         assert row is not None
-        customers, products, prices, earlier = row
+        key_state, customers, products, prices, earlier = row
+        if api_key is not None and (key_state is None or key_state["revoked_at"] is not None):
+            raise ApiKeyNotUsable(
+                f"This API key ({api_key.prefix}…) was revoked; ask staff for a new one."
+                if key_state
+                else "Invalid API key: no such key."
+            )
         for c in customers:
             wallet_id = c.pop("wallet_id")
             customer = _loaded(Customer, c)
@@ -214,21 +225,32 @@ class RatedEvent(CheckedEvent):
     def ledger_key(self) -> str:
         return f"usage:{self.customer.pk}:{self.event_id}"
 
-    def row(self, **fields: Any) -> UsageEvent:
-        return UsageEvent(
-            customer=self.customer,
-            product_item=self.product,
+    def row(self, *, api_key: ApiKey | None = None, **fields: Any) -> UsageEvent:
+        # Foreign keys by id: setting related objects costs a descriptor call each,
+        # a third of the Python time of a batch of 1,000. The related objects are
+        # put in the instance's cache, so reading them costs no query.
+        event = UsageEvent(
+            customer_id=self.customer.pk,
+            product_item_id=self.product.pk,
             event_id=self.event_id,
             quantity=self.quantity,
             dimensions=self.dimensions,
             timestamp=self.timestamp,
-            price=self.price,
+            price_id=self.price.pk,
             unit_price=self.price.unit_price,
             amount=self.amount,
             currency=self.customer.currency,
             fingerprint=self.fingerprint,
+            api_key_id=api_key.pk if api_key is not None else None,
             **fields,
         )
+        cache = event._state.fields_cache
+        cache["customer"], cache["product_item"], cache["price"] = (
+            self.customer, self.product, self.price
+        )  # fmt: skip
+        if api_key is not None:
+            cache["api_key"] = api_key
+        return event
 
 
 def check_event(raw: UsageInput, found: UsageLookups) -> CheckedEvent:

@@ -38,7 +38,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from billing.errors import (
@@ -283,8 +283,23 @@ def _book_wallet_events(
 ) -> list[tuple[int, UsageOutcome | UsageError]]:
     """Book one customer's events, in order, in one database transaction: one
     `draw_down_batch` call for all of them (one wallet lock, one round trip; each
-    event stands alone, so a refused one leaves the others booked), then the
-    wallet's figures and all usage event rows at once."""
+    event stands alone, so a refused one leaves the others booked), then all usage
+    event rows at once. The draw-down runs without a savepoint of its own (this
+    transaction holds nothing else); in the rare case it needs one (a ledger key
+    racing in from another wallet), the whole transaction is tried again with it."""
+    try:
+        return _book_in_transaction(events, actor=actor, api_key=api_key, savepoint=False)
+    except IntegrityError:
+        return _book_in_transaction(events, actor=actor, api_key=api_key, savepoint=True)
+
+
+def _book_in_transaction(
+    events: list[tuple[int, RatedEvent]],
+    *,
+    actor: Actor,
+    api_key: ApiKey | None,
+    savepoint: bool,
+) -> list[tuple[int, UsageOutcome | UsageError]]:
     customer = events[0][1].customer
     wallet_id = events[0][1].wallet_id or services.open_wallet(customer=customer).pk
     now = timezone.now()
@@ -300,7 +315,10 @@ def _book_wallet_events(
         draws: dict[int, services.DrawDown | wallet_errors.WalletError] = {}
         if to_draw:
             results = services.draw_down_batch(
-                wallet=wallet_id, charges=[_charge(events[pos][1]) for pos in to_draw], actor=actor
+                wallet=wallet_id,
+                charges=[_charge(events[pos][1]) for pos in to_draw],
+                actor=actor,
+                savepoint=savepoint,
             )
             draws = dict(zip(to_draw, results, strict=True))
         # What each event changed, in order (None: it moved nothing).
@@ -495,7 +513,14 @@ def _record_refusals(
     common = {"wallet_id": wallet_id, "api_key": api_key, "actor": actor.label, "received_at": at}
     UsageEvent.objects.bulk_create(
         [
-            event.row(status=UsageEvent.Status.REFUSED, message=message, **common)
+            event.row(
+                status=UsageEvent.Status.REFUSED,
+                message=message,
+                api_key=api_key,
+                wallet_id=wallet_id,
+                actor=actor.label,
+                received_at=at,
+            )  # fmt: skip
             for event, message in refused
         ],
         ignore_conflicts=True,
@@ -536,9 +561,20 @@ def _figures_after_each(
     wallet_id: int | None, changes: Sequence[services.DrawDown | None]
 ) -> list[dict[str, str]]:
     """Credit balance, debt and available funds right after each event of one
-    wallet's batch, in order (None: an event that moved nothing). Worked back from
-    the wallet as it is at the end of the batch: nothing else changed it meanwhile,
+    wallet's batch, in order (None: an event that moved nothing). When every event
+    drew down, the draw-downs carry them; otherwise they are worked back from the
+    wallet as it is at the end of the batch: nothing else changed it meanwhile,
     since the batch holds the wallet lock until the commit."""
+    if changes and all(c is not None and c.available_after is not None for c in changes):
+        return [
+            {
+                "credit_balance": decimal_text(c.balance_after),
+                "debt": decimal_text(c.debt_after),
+                "available_funds": decimal_text(c.available_after),
+            }
+            for c in changes
+            if c is not None and c.available_after is not None
+        ]
     if wallet_id is None:
         return [{"credit_balance": "0", "debt": "0", "available_funds": "0"} for _ in changes]
     grant_ids = sorted({grant_id for d in changes if d for grant_id, _ in d.lots})

@@ -3,9 +3,11 @@
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError
+from ninja.errors import AuthenticationError, ValidationError
 
+from billing.api import api_key_of
 from billing.api import router as billing_router
+from billing.models import ApiKey
 
 api = NinjaAPI(
     title="Prepaid back-office API",
@@ -30,6 +32,20 @@ def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse
     response = api.create_response(request, {"detail": exc.message}, status=exc.status_code)
     response["WWW-Authenticate"] = 'Bearer realm="api"'
     return response
+
+
+@api.exception_handler(ValidationError)
+def invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    """422 with one entry per field, as ninja answers; but a key this process
+    remembered (billing.api.ApiKeyAuth) is checked first: a revoked key gets its
+    401, whatever it sent."""
+    key = getattr(request, "auth", None)
+    if isinstance(key, ApiKey) and not key.checked:
+        try:
+            api_key_of(request)
+        except AuthenticationError as refused:
+            return unauthorized(request, refused)
+    return api.create_response(request, {"detail": exc.errors}, status=422)
 
 
 api.add_router("/", billing_router)

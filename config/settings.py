@@ -76,12 +76,24 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=database_url(DEFAULT_DIR / "pgdata")),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# No health check (a `SELECT 1` round trip) at the start of every request: with
+# persistent connections a connection that broke fails one request, and Django
+# drops it at that request's end (a database error marks it unusable).
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=False)
 DATABASES["default"].setdefault("TEST", {})
 # Django disables psycopg's prepared statements (prepare_threshold=None). Allow them,
 # but only where code asks (`prepare=True`): the draw-down statement is planned once
 # per connection instead of on every call. Nothing is prepared automatically.
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 1_000_000_000)
+# ...and let PostgreSQL keep one generic plan for them. By default it re-plans a
+# prepared statement whose custom plan looks cheaper, and with `= ANY(array)`
+# parameters it always does: the usage lookup (billing.rating.LOOKUP_SQL) spent
+# 0.6 ms planning per request for 0.1 ms executing. This touches only what is
+# prepared (the usage lookup, the draw-down call, the usage event insert) and
+# PL/pgSQL functions' statements; Django's own queries are not prepared.
+DATABASES["default"]["OPTIONS"].setdefault(
+    "options", f"-c plan_cache_mode={env('PG_PLAN_CACHE_MODE', default='force_generic_plan')}"
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and the shared cache (rate limits, lockouts) ---------

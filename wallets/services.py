@@ -620,6 +620,17 @@ class DrawDown:
     balance_after: Decimal
     debt_after: Decimal
     replayed: bool = False
+    # The wallet right after this draw-down, for "available funds after it" (None
+    # on a replay): its restricted credit and its effective credit limit.
+    restricted_after: Decimal | None = None
+    credit_limit: Decimal | None = None
+
+    @property
+    def available_after(self) -> Decimal | None:
+        """Wallet.available_funds right after this draw-down (None on a replay)."""
+        if self.restricted_after is None or self.credit_limit is None:
+            return None
+        return self.balance_after - self.restricted_after + self.credit_limit - self.debt_after
 
 
 @dataclass(frozen=True)
@@ -669,13 +680,19 @@ def draw_down(
 
 
 def draw_down_batch(
-    *, wallet: Wallet | int, charges: list[UsageCharge], actor: Actor
+    *, wallet: Wallet | int, charges: list[UsageCharge], actor: Actor, savepoint: bool = True
 ) -> list[DrawDown | errors.WalletError]:
     """Book many usage charges on one wallet with one lock and one round trip.
 
     Returns, in order, a `DrawDown` per booked (or replayed) charge and the error
     for each refused one (`InsufficientFunds`, `IdempotencyConflict`, bad input):
-    every charge stands alone, as if sent separately in that order."""
+    every charge stands alone, as if sent separately in that order. A batch of
+    alike charges that the grants pay in full is booked set-based (migration 0007).
+
+    Inside a transaction the call runs in a savepoint, so that a key racing in
+    from another wallet can be retried charge by charge. `savepoint=False` saves
+    those two round trips for a caller that owns the transaction and retries it
+    whole: the `IntegrityError` is then raised and the transaction is spoiled."""
     wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
     results: list[DrawDown | errors.WalletError | None] = [None] * len(charges)
     events: list[dict[str, Any]] = []
@@ -692,11 +709,11 @@ def draw_down_batch(
         events.append(event)
     if events:
         try:
-            rows = _call_draw_down(wallet_id, events, actor, now)
+            rows = _call_draw_down(wallet_id, events, actor, now, savepoint=savepoint)
         except IntegrityError as exc:
             # A key raced in from a call on another wallet: book one by one instead;
             # a charge that loses its race answers like a replay of the winner.
-            if not _is_idempotency_violation(exc):
+            if not _is_idempotency_violation(exc) or not savepoint:
                 raise
             rows = [
                 row
@@ -727,12 +744,15 @@ def _usage_event(wallet_id: int, charge: UsageCharge, now: datetime) -> dict[str
     }  # fmt: skip
 
 
-def _call_draw_down(wallet_id: int, events: list[dict], actor: Actor, now: datetime) -> list[tuple]:
+def _call_draw_down(
+    wallet_id: int, events: list[dict], actor: Actor, now: datetime, *, savepoint: bool = True
+) -> list[tuple]:
     params = {"wallet_id": wallet_id, "events": json.dumps(events), "actor": actor.label,
               "actor_user_id": actor.user_id, "now": now}  # fmt: skip
     # Outside a transaction the call is its own transaction (no BEGIN/COMMIT round
     # trips); inside one, a savepoint keeps a failed call from spoiling the caller's.
-    with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+    in_savepoint = savepoint and connection.in_atomic_block
+    with transaction.atomic() if in_savepoint else contextlib.nullcontext():
         with _prepared_cursor() as cursor:
             cursor.execute(DRAW_DOWN_CALL, params, prepare=True)
             return cursor.fetchall()
@@ -759,6 +779,8 @@ def _call_draw_down_or_replay(
             None,
             None,
             earlier.request_hash,
+            None,
+            None,
         )
     ]
 
@@ -766,9 +788,8 @@ def _call_draw_down_or_replay(
 def _draw_down_outcome(
     row: tuple, charge: UsageCharge, sent: tuple[str, Decimal]
 ) -> DrawDown | errors.WalletError:
-    ord_, outcome, tx_id, covered, balance_after, debt_after, lots, room, currency, earlier_hash = (
-        row
-    )
+    (ord_, outcome, tx_id, covered, balance_after, debt_after, lots, room, currency,
+     earlier_hash, restricted_after, credit_limit) = row  # fmt: skip
     request_hash, amount = sent  # as validated and sent
     if outcome == "no_wallet":
         return errors.WalletNotFound("wallet does not exist.")
@@ -795,6 +816,8 @@ def _draw_down_outcome(
         lots=tuple((grant_id, Decimal(take)) for grant_id, take in lots or ()),
         balance_after=balance_after,
         debt_after=debt_after,
+        restricted_after=restricted_after,
+        credit_limit=credit_limit,
     )
 
 

@@ -151,3 +151,40 @@ def test_keys_cannot_be_deleted_and_the_list_filters_revoked(staff_client, api_k
     key, _token = api_key
     assert staff_client.post(f"{KEYS}{key.pk}/delete/", {"post": "yes"}).status_code == 403
     assert staff_client.get(KEYS, {"revoked_at__isnull": "True"}).status_code == 200
+
+
+def test_a_remembered_key_is_refused_at_once_when_revoked_and_books_nothing(api_key, alice):
+    """Web processes remember keys (no round trip per usage request); the usage
+    lookup re-reads the key's revocation in its own statement, and every other
+    route re-checks it, so a revocation still takes effect on the next request."""
+    from billing.api import KNOWN_KEYS
+    from billing.models import UsageEvent
+
+    key, token = api_key
+    client = Client(headers={"Authorization": f"Bearer {token}"})
+    assert get_balance(client, alice).status_code == 200
+    assert key.secret_hash in KNOWN_KEYS
+    event = {"event_id": "e1", "customer": alice.account_number, "product": "none", "quantity": "1"}
+
+    key.revoke(by="admin")
+
+    for path, body in [
+        ("/api/v1/usage", event),
+        ("/api/v1/usage/batch", {"events": [event]}),
+        ("/api/v1/usage/batch", {"events": [{"quantity": "x"}]}),  # nothing to look up
+        ("/api/v1/usage", {"quantity": "x"}),  # invalid: 401 before 422
+        (BALANCE.format(alice.account_number), None),
+    ]:
+        KNOWN_KEYS[key.secret_hash] = tuple(  # as another process may still remember it
+            getattr(ApiKey.objects.get(pk=key.pk), n) if n != "revoked_at" else None
+            for n in ApiKey.AUTH_COLUMNS
+        )
+        if body is None:
+            response = client.get(path)
+        else:
+            response = client.post(path, body, content_type="application/json")
+        assert response.status_code == 401, (path, body, response.content)
+        assert "was revoked on" in response.json()["detail"]
+        assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+        assert key.secret_hash not in KNOWN_KEYS  # forgotten
+    assert not UsageEvent.objects.exists()

@@ -329,3 +329,29 @@ def test_usage_that_crosses_a_low_funds_threshold_queues_the_warning(api, alice,
     assert warning.kind == "low_funds" and warning.customer == alice
     assert warning.subject == "Low funds: less than 5.00 USD available"
     assert "4.50 USD are available now" in warning.body
+
+
+def test_usage_answers_are_what_their_schemas_render(api, alice, bob, funded, credit):
+    """The usage views return their JSON directly (no re-validation, for speed):
+    it must be exactly what ninja would render from the documented schemas."""
+    import json
+
+    from ninja.responses import NinjaJSONEncoder
+
+    from billing.api import UsageBatchOut, UsageOut
+
+    def rendered(schema, body):
+        return json.loads(
+            json.dumps(schema.model_validate(body).model_dump(), cls=NinjaJSONEncoder)
+        )
+
+    at = (timezone.now() - timedelta(seconds=5)).isoformat()
+    single = post(api, USAGE, event(alice, "s1", timestamp=at)).json()
+    assert single == rendered(UsageOut, single)
+    assert post(api, USAGE, event(alice, "s1", timestamp=at)).json() == {**single, "replayed": True}
+    credit(bob, "1")
+    events = [event(alice, "a1"), event(bob, "b1", quantity="10"), {"event_id": "x"},
+              event(alice, "a1"), event(alice, "s1", timestamp=at)]  # fmt: skip
+    batch = post(api, BATCH, {"events": events}).json()
+    assert batch == rendered(UsageBatchOut, batch)
+    assert [r["status"] for r in batch["results"]] == [200, 402, 422, 200, 200]

@@ -257,3 +257,84 @@ def test_a_replay_answers_even_when_the_wallet_could_not_afford_it_now(wallet, g
     first = services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="u1")
     again = services.draw_down(wallet=wallet, amount=D("1"), actor=STAFF, idempotency_key="u1")
     assert again.replayed and again.transaction_id == first.transaction_id
+
+
+def _booked(wallet):
+    """What the ledger holds for a wallet's usage, in booking order, without ids."""
+    grants = {
+        g.pk: i for i, g in enumerate(CreditGrant.objects.filter(wallet=wallet).order_by("id"))
+    }
+    return [
+        (tx.amount, tx.balance_after, tx.restricted_after, tx.debt_after,
+         [(grants[lot.grant_id], lot.amount) for lot in tx.lots.order_by("id")])
+        for tx in LedgerTransaction.objects.filter(wallet=wallet, kind="usage").order_by("id")
+    ]  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_batch_of_alike_charges_books_as_the_same_charges_one_by_one(
+    wallet, bob_wallet, grant, ledger_ok
+):
+    """Migration 0007's set-based path (alike charges, paid in full by the grants)
+    books exactly what the event-by-event loop books for the same charges: each
+    charge takes the next stretch of credit in draw-down order, across grants,
+    exhausting them, with the running balances."""
+    calls = ProductItem.objects.create(code="calls", name="Calls")
+    for w in (wallet, bob_wallet):
+        grant(w, "0.25", condition_item=calls, priority=1)  # restricted: drawn first
+        grant(w, "1.1", priority=5)
+        grant(w, "50", priority=9)
+    amounts = [D("0.1"), D("0.2"), D("0.35"), D("0.000001"), D("0.7"), D("0.45"), D("0.3")]
+
+    def charge(who, n, amount):
+        return services.UsageCharge(amount=amount, idempotency_key=f"{who}-{n}", item_id=calls.pk,
+                                    dimensions={"region": "eu"}, memo="calls")  # fmt: skip
+
+    batch = services.draw_down_batch(
+        wallet=wallet, charges=[charge("a", n, a) for n, a in enumerate(amounts)], actor=STAFF
+    )
+    one_by_one = [
+        services.draw_down_batch(wallet=bob_wallet, charges=[charge("b", n, a)], actor=STAFF)[0]
+        for n, a in enumerate(amounts)
+    ]
+
+    assert _booked(wallet) == _booked(bob_wallet)
+    for fast, slow in zip(batch, one_by_one, strict=True):
+        assert isinstance(fast, services.DrawDown) and isinstance(slow, services.DrawDown)
+        assert (fast.amount, fast.from_credits, fast.to_debt, fast.balance_after,
+                fast.debt_after, fast.restricted_after, fast.credit_limit) == (
+            slow.amount, slow.from_credits, slow.to_debt, slow.balance_after,
+            slow.debt_after, slow.restricted_after, slow.credit_limit)  # fmt: skip
+        assert len(fast.lots) == len(slow.lots)
+    refresh(wallet, bob_wallet)
+    assert (wallet.credit_balance, wallet.restricted_balance) == (
+        bob_wallet.credit_balance,
+        bob_wallet.restricted_balance,
+    )
+    assert wallet.restricted_balance == 0 and wallet.credit_balance == D("51.35") - sum(amounts)
+    statuses = list(
+        CreditGrant.objects.filter(wallet=wallet).order_by("id").values_list("status", flat=True)
+    )
+    assert statuses == ["exhausted", "exhausted", "active"]
+    assert batch[-1].available_after == wallet.available_funds()
+    # The same batch again replays every charge (and books nothing).
+    again = services.draw_down_batch(
+        wallet=wallet, charges=[charge("a", n, a) for n, a in enumerate(amounts)], actor=STAFF
+    )
+    assert all(isinstance(r, services.DrawDown) and r.replayed for r in again)
+    assert len(_booked(wallet)) == len(amounts)
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_a_batch_the_grants_cannot_pay_in_full_goes_event_by_event(wallet, grant, ledger_ok):
+    from wallets.models import Wallet
+
+    Wallet.objects.filter(pk=wallet.pk).update(credit_limit=D("1"))
+    grant(wallet, "1")
+    charges = [services.UsageCharge(amount=D("0.8"), idempotency_key=f"c{n}") for n in range(3)]
+    results = services.draw_down_batch(wallet=wallet, charges=charges, actor=STAFF)
+    assert [r.to_debt for r in results[:2]] == [D("0"), D("0.6")]  # type: ignore[union-attr]
+    assert isinstance(results[2], errors.InsufficientFunds)
+    assert results[1].available_after == D("0.4")  # type: ignore[union-attr]
+    ledger_ok()
