@@ -173,7 +173,8 @@ class UsageEventIn(pydantic.BaseModel):
     timestamp: datetime | None = Field(
         default=None,
         description="When the usage happened (ISO 8601 with a time zone). Default: now. At "
-        "most USAGE_FUTURE_TOLERANCE_SECONDS (default 300) in the future.",
+        "most USAGE_FUTURE_TOLERANCE_SECONDS (default 300) in the future and "
+        "USAGE_MAX_AGE_DAYS (default 90) in the past.",
     )
 
     def to_input(self) -> UsageInput:

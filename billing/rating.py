@@ -436,6 +436,18 @@ def _timestamp(value: Any, now: datetime, problems: list[FieldProblem]) -> datet
             )
         )
         return None
+    max_age = timedelta(days=settings.USAGE_MAX_AGE_DAYS)
+    if value < now - max_age:
+        problems.append(
+            FieldProblem(
+                "timestamp",
+                f"{value.isoformat()} is {_ahead(now - value)} old; usage older than "
+                f"{settings.USAGE_MAX_AGE_DAYS} days is not accepted (its billing periods are "
+                "long closed). Check the sender's clock, or ask staff to book it as a "
+                "correction.",
+            )
+        )
+        return None
     return value
 
 

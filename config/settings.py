@@ -160,6 +160,9 @@ DEFAULT_CURRENCY = env("DEFAULT_CURRENCY", default=CURRENCIES[0])
 # An event may be stamped at most this far in the future (clock skew between the
 # sender and us); later ones are refused with a 422.
 USAGE_FUTURE_TOLERANCE_SECONDS = env.int("USAGE_FUTURE_TOLERANCE_SECONDS", default=300)
+# … and at most this old (late records are normal for a few days; a year-old
+# timestamp is a broken sender clock). Late usage lands on the next usage invoice.
+USAGE_MAX_AGE_DAYS = env.int("USAGE_MAX_AGE_DAYS", default=90)
 # Largest batch POST /api/v1/usage/batch accepts.
 USAGE_BATCH_MAX_EVENTS = env.int("USAGE_BATCH_MAX_EVENTS", default=1000)
 

@@ -181,6 +181,19 @@ def test_a_timestamp_too_far_in_the_future_is_422(api, alice, funded, settings):
     assert nothing_booked()
 
 
+def test_a_timestamp_too_old_is_422(api, alice, funded, settings):
+    settings.USAGE_MAX_AGE_DAYS = 30
+    ancient = (timezone.now() - timedelta(days=31)).isoformat()
+
+    response = post(api, USAGE, event(alice, timestamp=ancient))
+
+    assert response.status_code == 422
+    assert (
+        "31 days old; usage older than 30 days is not accepted" in (loc_msgs(response)["timestamp"])
+    )
+    assert nothing_booked()
+
+
 def test_a_partner_key_sees_only_its_partners_customers(client, alice, funded):
     other = Partner.objects.create(name="Elsewhere")
     _key, token = ApiKey.issue(name="reseller", partner=other)

@@ -111,7 +111,8 @@ def test_sub_cent_debt_is_rounded_once_and_the_ledger_agrees(alice, calls, price
     assert find_problems() == []
 
 
-def test_close_due_periods_catches_up_period_by_period(alice, calls, price, credit):
+def test_close_due_periods_catches_up_period_by_period(alice, calls, price, credit, settings):
+    settings.USAGE_MAX_AGE_DAYS = 365  # a backfill of months-old usage
     price(calls, "1", effective_from=LONG_AGO)
     credit(alice, "100", effective_at=timezone.now() - timedelta(days=200))
     three_ago = period_containing(timezone.now() - timedelta(days=95), alice.billing_anchor_day)
