@@ -31,7 +31,6 @@ from typing import Any, TypeVar
 import psycopg
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from psycopg.types.json import Jsonb
 
 from billing.models import Customer, ProductItem
 from wallets import errors
@@ -671,16 +670,13 @@ def draw_down(
     validation, request fingerprint, SQL booking and answer), minus the batch's
     bookkeeping and JSON packing."""
     wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
-    charge = UsageCharge(amount=amount, idempotency_key=idempotency_key, item_id=item_id,
-                         dimensions=dimensions, at=at, memo=memo, reference=reference,
-                         metadata=metadata)  # fmt: skip
-    amount = _money(amount)
+    value = _money(amount)
     key = _key(idempotency_key)
     dims = _dimensions(dimensions)
     now = timezone.now()
-    request_hash = _usage_request_hash(wallet_id, amount, item_id, dims, reference)
-    params = (wallet_id, amount, item_id, Jsonb(dims), at or now, key, request_hash, memo[:500],
-              reference, Jsonb(metadata or {}), actor.label, actor.user_id, now)  # fmt: skip
+    request_hash = _usage_request_hash(wallet_id, value, item_id, dims, reference)
+    params = (wallet_id, value, item_id, _jsonb_text(dims), at or now, key, request_hash,
+              memo[:500], reference, _jsonb_text(metadata), actor.label, actor.user_id, now)  # fmt: skip
     try:
         row = _call_prepared(DRAW_DOWN_ONE_CALL, params)
     except IntegrityError as exc:
@@ -689,10 +685,18 @@ def draw_down(
             raise
         earlier = LedgerTransaction.objects.get(idempotency_key=key)
         row = (0, "replay", earlier.pk, None, None, None, None, None, None, earlier.request_hash)
-    result = _draw_down_outcome(row, charge, (request_hash, amount))
+    if row[1] == "ok":  # the common case, straight from the row
+        return _booked_draw_down(row, value)
+    charge = UsageCharge(amount=value, idempotency_key=key)  # names the key in errors
+    result = _draw_down_outcome(row, charge, (request_hash, value))
     if isinstance(result, errors.WalletError):
         raise result
     return result
+
+
+def _jsonb_text(value: dict | None) -> str:
+    """A jsonb argument as text (the SQL casts it): cheaper than a Jsonb wrapper."""
+    return json.dumps(value) if value else "{}"
 
 
 def _call_prepared(sql: str, params: tuple) -> tuple:
@@ -819,6 +823,12 @@ def _draw_down_outcome(
             needed=amount,
             available=covered + room,
         )
+    return _booked_draw_down(row, amount)
+
+
+def _booked_draw_down(row: tuple, amount: Decimal) -> DrawDown:
+    """The answer for a row with outcome "ok"."""
+    _, _, tx_id, covered, balance_after, debt_after, lots, *_ = row
     return DrawDown(
         transaction_id=tx_id,
         amount=amount,
