@@ -171,17 +171,32 @@ class LedgerTransaction(models.Model):
         ROUNDING = "rounding", "Rounding to the cent"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
+    # Indexed by `tx_wallet_recent` (wallet, -id), which also serves "wallet = X".
     wallet = models.ForeignKey(
-        Wallet, on_delete=models.PROTECT, null=True, blank=True, related_name="transactions"
+        Wallet,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="transactions",
+        db_index=False,
     )
+    # Looked up by equality only (never LIKE): migration 0006 drops the
+    # varchar_pattern_ops twin Django creates next to the unique index.
     idempotency_key = models.CharField(max_length=255, unique=True)
     # Fingerprint of the request: the same key with other arguments is a conflict.
     request_hash = models.CharField(max_length=64)
     effective_at = models.DateTimeField(default=timezone.now)
     created_at = models.DateTimeField(default=timezone.now)
     actor = models.CharField(max_length=200)
+    # Indexed only where set (`tx_actor_user`): jobs, API keys and the system book
+    # most transactions and leave it NULL.
     actor_user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     memo = models.CharField(max_length=500, blank=True)
     reference = models.CharField(max_length=255, blank=True, help_text="e.g. a usage event id")
@@ -191,16 +206,36 @@ class LedgerTransaction(models.Model):
     balance_after = money_field(null=True, blank=True)
     restricted_after = money_field(null=True, blank=True)
     debt_after = money_field(null=True, blank=True)
-    reverses = models.OneToOneField(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="reversed_by"
+    # A transaction is reversed at most once (`tx_reverses_once`, a unique index
+    # over the few reversals only: every other transaction has NULL here).
+    reverses = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="reversed_by",
+        db_index=False,
     )
     metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-id"]
+        # Every index here costs each booking (one expiry transaction per grant,
+        # one usage transaction per event): keep only what a real query uses.
         indexes = [
+            # statements, portal, API, admin filtered by wallet; FK lookups
             models.Index(fields=["wallet", "-id"], name="tx_wallet_recent"),
+            # admin: kind filter and the effective_at date hierarchy
             models.Index(fields=["kind", "effective_at"], name="tx_kind_effective"),
+            # deleting a user sets actor_user NULL
+            models.Index(
+                fields=["actor_user"], name="tx_actor_user", condition=Q(actor_user__isnull=False)
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["reverses"], name="tx_reverses_once", condition=Q(reverses__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -213,8 +248,15 @@ class Entry(models.Model):
     transaction = models.ForeignKey(
         LedgerTransaction, on_delete=models.PROTECT, related_name="entries"
     )
-    debit_account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="debits")
-    credit_account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="credits")
+    # Not indexed: no query looks entries up by account (check_ledger aggregates
+    # whole tables; statements go through transactions), and each index would
+    # cost every booking. Add one with the first query that needs it.
+    debit_account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="debits", db_index=False
+    )
+    credit_account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="credits", db_index=False
+    )
     amount = money_field()
     currency = models.CharField(max_length=3)
 
@@ -225,10 +267,6 @@ class Entry(models.Model):
             models.CheckConstraint(
                 condition=~Q(debit_account=models.F("credit_account")), name="entry_accounts_differ"
             ),
-        ]
-        indexes = [
-            models.Index(fields=["debit_account"], name="entry_debit"),
-            models.Index(fields=["credit_account"], name="entry_credit"),
         ]
 
     def __str__(self) -> str:

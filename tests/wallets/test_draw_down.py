@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -337,4 +338,68 @@ def test_a_batch_the_grants_cannot_pay_in_full_goes_event_by_event(wallet, grant
     assert [r.to_debt for r in results[:2]] == [D("0"), D("0.6")]  # type: ignore[union-attr]
     assert isinstance(results[2], errors.InsufficientFunds)
     assert results[1].available_after == D("0.4")  # type: ignore[union-attr]
+
+
+@pytest.mark.django_db
+def test_draw_down_and_a_batch_of_one_book_the_same_ledger(wallet, bob_wallet, grant, ledger_ok):
+    """`draw_down` calls its own one-event SQL function (migration 0006), the batch
+    the batch function (0003): the same scenario through each gives the same answers,
+    rows and request fingerprints, and a key booked by one path replays in the other."""
+    from wallets.models import Wallet
+
+    calls = ProductItem.objects.create(code="calls", name="Calls")
+    scenario = [  # (key, amount, item, dimensions, reference)
+        ("a", D("0.8"), calls, {"region": "eu"}, "ev-1"),  # the conditional grant pays
+        ("b", D("1.5"), None, None, ""),  # spans grants
+        ("c", D("4"), None, None, "ev-3"),  # partly debt, within the limit
+        ("d", D("50"), None, None, ""),  # refused
+        ("b", D("1.5"), None, None, ""),  # replay
+        ("c", D("9"), None, None, "ev-3"),  # conflict
+    ]
+
+    def run(target, one_by_one):
+        prefix = "one" if one_by_one else "batch"
+        Wallet.objects.filter(pk=target.pk).update(credit_limit=D("5"))
+        grant(target, "1", condition_item=calls, condition_dimensions={"region": "eu"})
+        grant(target, "1", priority=1)
+        grant(target, "2", priority=2)
+        answers = []
+        for key, amount, item, dims, ref in scenario:
+            kwargs = dict(amount=amount, idempotency_key=f"{prefix}:{key}",
+                          item_id=item and item.pk, dimensions=dims, reference=ref)  # fmt: skip
+            if one_by_one:
+                try:
+                    result = services.draw_down(wallet=target, actor=STAFF, **kwargs)
+                except errors.WalletError as exc:
+                    result = exc
+            else:
+                (result,) = services.draw_down_batch(
+                    wallet=target, charges=[services.UsageCharge(**kwargs)], actor=STAFF
+                )
+            if isinstance(result, errors.WalletError):
+                message = re.sub(r"#\d+", "#N", str(result).replace(prefix, "P"))
+                answers.append((type(result).__name__, message))
+            else:
+                answers.append((result.amount, result.from_credits, result.to_debt,
+                                [a for _, a in result.lots], result.balance_after,
+                                result.debt_after, result.replayed))  # fmt: skip
+        rows = [
+            (tx.amount, tx.balance_after, tx.restricted_after, tx.debt_after, tx.reference,
+             sorted(e.amount for e in tx.entries.all()), sorted(lot.amount for lot in tx.lots.all()))
+            for tx in LedgerTransaction.objects.filter(wallet=target, kind="usage").order_by("id")
+        ]  # fmt: skip
+        return answers, rows
+
+    assert run(wallet, one_by_one=True) == run(bob_wallet, one_by_one=False)
+    # the fingerprint is the same on both paths: each replays the other's key
+    (again,) = services.draw_down_batch(
+        wallet=wallet,
+        charges=[services.UsageCharge(amount=D("1.5"), idempotency_key="one:b")],
+        actor=STAFF,
+    )
+    assert again.replayed
+    assert services.draw_down(
+        wallet=bob_wallet, amount=D("0.8"), actor=STAFF, idempotency_key="batch:a",
+        item_id=calls.pk, dimensions={"region": "eu"}, reference="ev-1",
+    ).replayed  # fmt: skip
     ledger_ok()
