@@ -59,7 +59,7 @@ def main() -> int:
     parser.add_argument(
         "--lean-indexes",
         action="store_true",
-        help="experiment: drop the 4 redundant ledger indexes first (nothing left to drop since wallets 0006)",
+        help="experiment: drop the 4 redundant ledger indexes first (nothing left to drop since wallets 0008)",
     )
     parser.add_argument(
         "--interleave",

@@ -180,7 +180,7 @@ class LedgerTransaction(models.Model):
         related_name="transactions",
         db_index=False,
     )
-    # Looked up by equality only (never LIKE): migration 0006 drops the
+    # Looked up by equality only (never LIKE): migration 0008 drops the
     # varchar_pattern_ops twin Django creates next to the unique index.
     idempotency_key = models.CharField(max_length=255, unique=True)
     # Fingerprint of the request: the same key with other arguments is a conflict.

@@ -667,7 +667,7 @@ DRAW_DOWN_CALL = "SELECT * FROM wallets_draw_down(%(wallet_id)s, %(events)s::jso
 
 
 # One event: the same booking as a batch of one, with plain arguments and one answer
-# row (migration 0006, `wallets_draw_down_one`). The casts pin one function
+# row (migration 0008, `wallets_draw_down_one`). The casts pin one function
 # signature, so psycopg prepares it once per connection whatever Python types come in.
 DRAW_DOWN_ONE_CALL = (
     "SELECT * FROM wallets_draw_down_one(%s::bigint, %s::numeric, %s::bigint, %s::jsonb,"

@@ -342,7 +342,7 @@ def test_a_batch_the_grants_cannot_pay_in_full_goes_event_by_event(wallet, grant
 
 @pytest.mark.django_db
 def test_draw_down_and_a_batch_of_one_book_the_same_ledger(wallet, bob_wallet, grant, ledger_ok):
-    """`draw_down` calls its own one-event SQL function (migration 0006), the batch
+    """`draw_down` calls its own one-event SQL function (migration 0008), the batch
     the batch function (0003): the same scenario through each gives the same answers,
     rows and request fingerprints, and a key booked by one path replays in the other."""
     from wallets.models import Wallet
