@@ -57,6 +57,8 @@ class CustomerClassAdmin(admin.ModelAdmin):
         "transfers_allowed",
         "max_temporary_increase_amount",
         "max_temporary_increase_days",
+        "low_funds_thresholds",
+        "credit_limit_warnings",
     ]
     list_filter = ["transfers_allowed"]
     search_fields = ["name"]

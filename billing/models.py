@@ -84,6 +84,22 @@ class CustomerClass(models.Model):
         blank=True,
         help_text="Empty: the global default applies.",
     )
+    low_funds_thresholds = models.CharField(
+        "default low funds warning thresholds",
+        max_length=200,
+        blank=True,
+        validators=[thresholds.validate_amounts],
+        help_text="Comma-separated amounts, e.g. 50, 20, 5: used for the class's customers "
+        "whose own list is empty.",
+    )
+    credit_limit_warnings = models.CharField(
+        "default credit limit warning thresholds",
+        max_length=200,
+        blank=True,
+        validators=[thresholds.validate_percents],
+        help_text="Comma-separated percentages, e.g. 80%, 90%, 100%: used for the class's "
+        "customers whose own list is empty.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -92,6 +108,13 @@ class CustomerClass(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        thresholds.normalise(self)
+        super().save(*args, **kwargs)
+        from wallets.services import copy_class_warning_thresholds  # wallets imports billing
+
+        copy_class_warning_thresholds(self)
 
     @property
     def max_temporary_increase_duration(self) -> timedelta | None:
@@ -166,7 +189,8 @@ class Customer(models.Model):
         blank=True,
         validators=[thresholds.validate_amounts],
         help_text="Comma-separated amounts in the customer's currency, e.g. 50, 20, 5: "
-        "the customer is emailed each time the available funds fall below one of them.",
+        "the customer is emailed each time the available funds fall below one of them. "
+        "Empty: the customer class's default.",
     )
     credit_limit_warnings = models.CharField(
         "credit limit warning thresholds",
@@ -174,7 +198,8 @@ class Customer(models.Model):
         blank=True,
         validators=[thresholds.validate_percents],
         help_text="Comma-separated percentages of the credit limit, e.g. 80%, 90%, 100%: "
-        "the customer is emailed each time the share of the limit in use reaches one.",
+        "the customer is emailed each time the share of the limit in use reaches one. "
+        "Empty: the customer class's default.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -189,18 +214,14 @@ class Customer(models.Model):
     def save(self, *args, **kwargs) -> None:
         if not self.account_number:
             self.account_number = next_account_number()
-        # stored normalised ("50, 20, 5" / "80%, 90%"): the wallets get the same lists
-        self.low_funds_thresholds = thresholds.format_amounts(
-            thresholds.parse_amounts(self.low_funds_thresholds)
-        )
-        self.credit_limit_warnings = thresholds.format_percents(
-            thresholds.parse_percents(self.credit_limit_warnings)
-        )
+        thresholds.normalise(self)  # "50, 20, 5" / "80%, 90%": the wallets get the same
         super().save(*args, **kwargs)
         update_fields = kwargs.get("update_fields")
-        if update_fields is None or {"low_funds_thresholds", "credit_limit_warnings"} & set(
-            update_fields
-        ):
+        if update_fields is None or {
+            "low_funds_thresholds",
+            "credit_limit_warnings",
+            "customer_class",
+        } & set(update_fields):
             from wallets.services import copy_warning_thresholds  # wallets imports billing
 
             copy_warning_thresholds(self)

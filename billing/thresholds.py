@@ -90,3 +90,12 @@ def format_amounts(values: list[Decimal]) -> str:
 
 def format_percents(values: list[Decimal]) -> str:
     return ", ".join(f"{value.normalize():f}%" for value in values)
+
+
+def normalise(owner: object) -> None:
+    """Rewrite `owner`'s two lists (a Customer or a CustomerClass) in their stored
+    form, "50, 20, 5" and "80%, 90%"; a bad list raises ValidationError."""
+    amounts = parse_amounts(owner.low_funds_thresholds)  # type: ignore[attr-defined]
+    percents = parse_percents(owner.credit_limit_warnings)  # type: ignore[attr-defined]
+    owner.low_funds_thresholds = format_amounts(amounts)  # type: ignore[attr-defined]
+    owner.credit_limit_warnings = format_percents(percents)  # type: ignore[attr-defined]

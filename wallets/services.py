@@ -32,7 +32,7 @@ import psycopg
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from billing.models import Customer, ProductItem
+from billing.models import Customer, CustomerClass, ProductItem
 from wallets import errors
 from wallets.actors import Actor
 from wallets.models import (
@@ -228,20 +228,39 @@ def open_wallet(*, customer: Customer, currency: str | None = None) -> Wallet:
 
 
 def _warning_arrays(customer: Customer) -> dict[str, list[Decimal] | None]:
+    """The customer's own thresholds, else its class's defaults, field by field."""
     from billing.thresholds import parse_amounts, parse_percents
 
+    klass = customer.customer_class
+    amounts = customer.low_funds_thresholds or (klass.low_funds_thresholds if klass else "")
+    percents = customer.credit_limit_warnings or (klass.credit_limit_warnings if klass else "")
     return {
-        "low_funds_thresholds": parse_amounts(customer.low_funds_thresholds) or None,
-        "credit_limit_warnings": parse_percents(customer.credit_limit_warnings) or None,
+        "low_funds_thresholds": parse_amounts(amounts) or None,
+        "credit_limit_warnings": parse_percents(percents) or None,
     }
 
 
 def copy_warning_thresholds(customer: Customer) -> int:
-    """Copy the customer's low-funds and credit-limit warning thresholds onto its
-    wallets, where the `wallets_balance_warnings` trigger reads them on every change
-    of the cached balances (migration 0006). Called by `Customer.save`; returns the
-    number of wallets updated. Touches no ledger row and no balance."""
+    """Copy the customer's low-funds and credit-limit warning thresholds (or its
+    class's defaults where its own are empty) onto its wallets, where the
+    `wallets_balance_warnings` trigger reads them on every change of the cached
+    balances (migration 0006). Called by `Customer.save`; returns the number of
+    wallets updated. Touches no ledger row and no balance."""
     return Wallet.objects.filter(customer=customer).update(**_warning_arrays(customer))
+
+
+def copy_class_warning_thresholds(klass: CustomerClass) -> int:
+    """A class's default thresholds changed: copy them onto the wallets of its
+    customers whose own lists are empty (two set-based updates, one per list).
+    Called by `CustomerClass.save`; returns the number of wallet rows updated."""
+    from billing.thresholds import parse_amounts, parse_percents
+
+    members = Wallet.objects.filter(customer__customer_class=klass)
+    return members.filter(customer__low_funds_thresholds="").update(
+        low_funds_thresholds=parse_amounts(klass.low_funds_thresholds) or None
+    ) + members.filter(customer__credit_limit_warnings="").update(
+        credit_limit_warnings=parse_percents(klass.credit_limit_warnings) or None
+    )
 
 
 # --- posting ----------------------------------------------------------------------

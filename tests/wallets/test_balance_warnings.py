@@ -179,3 +179,49 @@ def test_the_warning_is_emailed_by_the_notifications_job(watched):
     (message,) = mail.outbox
     assert message.to == [watched.customer.email]
     assert message.subject == "Low funds: less than 50.00 USD available"
+
+
+def test_class_defaults_apply_where_the_customer_has_none(alice, bob, grant):
+    from billing.models import CustomerClass
+
+    retail = CustomerClass.objects.create(name="Retail", low_funds_thresholds="10")
+    alice.customer_class = bob.customer_class = retail
+    alice.save()
+    bob.low_funds_thresholds = "30"  # his own list wins
+    bob.save()
+    alice_wallet = services.open_wallet(customer=alice)
+    bob_wallet = services.open_wallet(customer=bob)
+    assert alice_wallet.low_funds_thresholds == [D("10")]
+    assert bob_wallet.low_funds_thresholds == [D("30")]
+
+    # staff change the class default: wallets following it change, bob's stays his
+    retail.low_funds_thresholds = "25,5"
+    retail.credit_limit_warnings = "90"
+    retail.save()
+    alice_wallet.refresh_from_db()
+    bob_wallet.refresh_from_db()
+    assert retail.low_funds_thresholds == "25, 5" and retail.credit_limit_warnings == "90%"
+    assert alice_wallet.low_funds_thresholds == [D("25"), D("5")]
+    assert bob_wallet.low_funds_thresholds == [D("30")]
+    assert alice_wallet.credit_limit_warnings == bob_wallet.credit_limit_warnings == [D("90")]
+
+    grant(alice_wallet, "30")
+    draw(alice_wallet, "10", "u1")  # 20 left: below the class's 25
+    assert warnings() == ["Low funds: less than 25.00 USD available"]
+
+    # leaving the class drops its defaults
+    alice.customer_class = None
+    alice.save(update_fields=["customer_class"])
+    alice_wallet.refresh_from_db()
+    assert alice_wallet.low_funds_thresholds is None
+
+
+def test_a_bad_class_default_is_refused(db):
+    from billing.models import CustomerClass
+
+    klass = CustomerClass(name="Odd", low_funds_thresholds="ten")
+    with pytest.raises(ValidationError, match="“ten” is not a number"):
+        klass.full_clean()
+    with pytest.raises(ValidationError):
+        klass.save()
+    assert not CustomerClass.objects.filter(name="Odd").exists()
