@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from billing import thresholds
 from billing.errors import StripeMismatch
+from billing.money import decimal_text
 
 if TYPE_CHECKING:
     from billing.stripe_gateway import PaymentIntentState
@@ -281,12 +282,6 @@ class ProductItem(models.Model):
 # Prices and usage quantities keep 6 decimal places, like the ledger: a rate of
 # 0.0001 per call is exact.
 RATE_PLACES = 6
-
-
-def decimal_text(value: Decimal) -> str:
-    """A decimal as plain text without trailing zeros or exponent ("1.5", "100")."""
-    text = format(value.normalize(), "f")
-    return "0" if text in ("-0", "0") else text
 
 
 def clean_dimensions(value: object, *, what: str = "dimensions") -> dict[str, str]:

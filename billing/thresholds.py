@@ -18,6 +18,8 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.exceptions import ValidationError
 
+from billing.money import decimal_text
+
 MAX_THRESHOLDS = 10
 
 
@@ -85,11 +87,11 @@ def validate_percents(text: str) -> None:
 
 
 def format_amounts(values: list[Decimal]) -> str:
-    return ", ".join(f"{value.normalize():f}" for value in values)
+    return ", ".join(decimal_text(value) for value in values)
 
 
 def format_percents(values: list[Decimal]) -> str:
-    return ", ".join(f"{value.normalize():f}%" for value in values)
+    return ", ".join(f"{decimal_text(value)}%" for value in values)
 
 
 def normalise(owner: object) -> None:

@@ -50,7 +50,8 @@ from billing.errors import (
     UsageRefused,
     UsageRejected,
 )
-from billing.models import ApiKey, UsageEvent, decimal_text
+from billing.models import ApiKey, UsageEvent
+from billing.money import decimal_text
 from billing.rating import (
     RatedEvent,
     UsageInput,
