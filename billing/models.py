@@ -568,9 +568,13 @@ class UsageEvent(models.Model):
         REFUSED = "refused", "Refused (insufficient funds)"
         REVERSED = "reversed", "Reversed"
 
-    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="usage_events")
+    # No index of their own: the leading columns of the unique (customer, event_id)
+    # and of usage_customer_time / usage_item_time serve them (migration 0008).
+    customer = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="usage_events", db_index=False
+    )
     product_item = models.ForeignKey(
-        ProductItem, on_delete=models.PROTECT, related_name="usage_events"
+        ProductItem, on_delete=models.PROTECT, related_name="usage_events", db_index=False
     )
     event_id = models.CharField(max_length=200, help_text="The sender's id for this event.")
     quantity = models.DecimalField(max_digits=24, decimal_places=RATE_PLACES)
@@ -592,7 +596,7 @@ class UsageEvent(models.Model):
     transaction_id = models.PositiveBigIntegerField(
         null=True, blank=True, unique=True, help_text="The ledger transaction that drew it down."
     )
-    reversal_transaction_id = models.PositiveBigIntegerField(null=True, blank=True, unique=True)
+    reversal_transaction_id = models.PositiveBigIntegerField(null=True, blank=True)
     fingerprint = models.CharField(max_length=64, help_text="Hash of what was sent, to spot reuse.")
     response = models.JSONField(default=dict, blank=True, help_text="The answer when booked.")
     reversal_response = models.JSONField(default=dict, blank=True)
@@ -609,6 +613,12 @@ class UsageEvent(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["customer", "event_id"], name="billing_usage_event_id_unique_per_customer"
+            ),
+            # Partial: almost every event is never reversed (NULL), and NULLs never conflict.
+            models.UniqueConstraint(
+                fields=["reversal_transaction_id"],
+                condition=Q(reversal_transaction_id__isnull=False),
+                name="usage_reversal_once",
             ),
             models.CheckConstraint(
                 condition=Q(quantity__gt=0), name="billing_usage_quantity_positive"
