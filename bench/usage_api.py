@@ -18,6 +18,11 @@ What it does, all on this machine and loopback only:
    with events/s, p50/p95 latency per request and the ratios to raw SQL;
 4. stops gunicorn (also on failure or Ctrl-C) and runs `check_ledger`.
 
+`--ceiling` also measures, behind the same gunicorn, middleware and API-key
+authentication, endpoints that only draw down (`bench/ceiling_wsgi.py`: no
+rating, no usage event rows, no answers): the most any usage API could reach
+on this box with this HTTP stack and this ledger.
+
 Targets (issue 7): batch ≥ 2× raw, single ≥ 0.3× raw.
 """
 
@@ -90,7 +95,9 @@ def prepare() -> tuple[list[int], int, list[str], str]:
 # --- the web server ---------------------------------------------------------------------
 
 
-def start_gunicorn(port: int, workers: int, worker_class: str, threads: int) -> subprocess.Popen:
+def start_gunicorn(
+    port: int, workers: int, worker_class: str, threads: int, *, ceiling: bool = False
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "DEBUG": "false",
@@ -102,7 +109,7 @@ def start_gunicorn(port: int, workers: int, worker_class: str, threads: int) -> 
     }
     command = [
         str(ROOT / ".venv" / "bin" / "gunicorn"),
-        "config.wsgi",
+        *(["--pythonpath", str(ROOT / "bench"), "ceiling_wsgi"] if ceiling else ["config.wsgi"]),
         "--bind", f"127.0.0.1:{port}",
         "--workers", str(workers),
         "--worker-class", worker_class,
@@ -143,7 +150,7 @@ def stop_gunicorn(process: subprocess.Popen) -> None:
 
 def http_client(args: tuple) -> tuple[int, list[float], dict[int, int]]:
     """Post for `seconds`; returns (events booked, request latencies, status counts)."""
-    port, token, accounts, seconds, batch, seed_n, start_at = args
+    port, token, accounts, seconds, batch, seed_n, start_at, path_override = args
     rng = random.Random(seed_n)
     prefix = uuid.uuid4().hex[:10]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -164,6 +171,7 @@ def http_client(args: tuple) -> tuple[int, list[float], dict[int, int]]:
             path = "/api/v1/usage"
             body = {"event_id": f"{prefix}-{n}", "customer": account, "product": PRODUCT,
                     "quantity": "1"}  # fmt: skip
+        path = path_override or path
         payload = json.dumps(body)
         started = time.perf_counter()
         try:
@@ -189,10 +197,17 @@ def http_client(args: tuple) -> tuple[int, list[float], dict[int, int]]:
 
 
 def measure_http(
-    port: int, token: str, accounts: list[str], *, clients: int, seconds: float, batch: bool
+    port: int,
+    token: str,
+    accounts: list[str],
+    *,
+    clients: int,
+    seconds: float,
+    batch: bool,
+    path: str | None = None,
 ) -> dict:
     start_at = time.time() + 1.0
-    jobs = [(port, token, accounts, seconds, batch, n, start_at) for n in range(clients)]
+    jobs = [(port, token, accounts, seconds, batch, n, start_at, path) for n in range(clients)]
     with mp.get_context("spawn").Pool(clients) as pool:
         results = pool.map(http_client, jobs)
     latencies = sorted(x for _, lat, _ in results for x in lat)
@@ -218,6 +233,11 @@ def main() -> int:
     parser.add_argument("--worker-class", default="gthread")
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="also measure draw-down-only endpoints behind the same HTTP stack",
+    )
+    parser.add_argument(
         "--time-limit", type=int, default=600, help="give up (and clean up) after this long"
     )
     args = parser.parse_args()
@@ -231,7 +251,10 @@ def main() -> int:
     wallet_ids, revenue, accounts, token = prepare()
     url = drawdown.psycopg_url()
     port = free_port()
-    server = start_gunicorn(port, args.workers, args.worker_class, args.threads)
+    server = start_gunicorn(
+        port, args.workers, args.worker_class, args.threads, ceiling=args.ceiling
+    )
+    ceilings: list[tuple[str, dict, float]] = []
     try:
         # Warm up: every web process connects, prepares its statements, loads code.
         measure_http(port, token, accounts, clients=args.clients, seconds=1, batch=False)
@@ -242,6 +265,15 @@ def main() -> int:
         batch = measure_http(
             port, token, accounts, clients=args.clients, seconds=args.seconds, batch=True
         )
+        if args.ceiling:
+            for name, path, is_batch, target in (
+                ("ceiling: HTTP + draw-down only, single", "/bench/draw-down", False, 0.3),
+                (f"ceiling: HTTP + draw-down only, batch of {BATCH_SIZE}",
+                 "/bench/draw-down-batch", True, 2.0),
+            ):  # fmt: skip
+                result = measure_http(port, token, accounts, clients=args.clients,
+                                      seconds=args.seconds, batch=is_batch, path=path)  # fmt: skip
+                ceilings.append((name, result, target))
     finally:
         stop_gunicorn(server)
         signal.alarm(0)
@@ -257,6 +289,7 @@ def main() -> int:
     for name, result, target in (
         ("HTTP single event", single, 0.3),
         (f"HTTP batch of {BATCH_SIZE}", batch, 2.0),
+        *ceilings,
     ):
         ratio = result["events_per_s"] / raw
         verdict = "met" if ratio >= target else "NOT met"
@@ -267,7 +300,9 @@ def main() -> int:
     from django.core.management import call_command
 
     call_command("check_ledger")
-    failed = {s for r in (single, batch) for s in r["statuses"] if s != 200}
+    failed = {
+        s for r in (single, batch, *(c[1] for c in ceilings)) for s in r["statuses"] if s != 200
+    }
     return 1 if failed else 0
 
 
