@@ -373,9 +373,7 @@ def _book_in_transaction(
             )
             for row in booked:
                 row["id"] = stored.get(row["event_id"])
-            outcomes = [
-                REPLAY if isinstance(o, dict) and o["id"] is None else o for o in outcomes
-            ]
+            outcomes = [REPLAY if isinstance(o, dict) and o["id"] is None else o for o in outcomes]
     answers: list[tuple[int, UsageOutcome | UsageError]] = []
     for (index, event), outcome in zip(events, outcomes, strict=True):
         if isinstance(outcome, dict):
