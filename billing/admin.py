@@ -331,6 +331,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
             request,
             action_name="revoke",
             title="Revoke API keys",
+            destructive=True,
             question=(
                 "Revoke these API keys? Requests with them are refused at once (401), "
                 "and a revoked key cannot be brought back: issue a new one instead."
@@ -536,6 +537,7 @@ class UsageEventAdmin(ReadOnlyAdmin):
             request,
             action_name="reverse",
             title="Reverse usage",
+            destructive=True,
             question=(
                 "Reverse these usage events? Their credit goes back to the grants it was "
                 "drawn from (with their original expiry), debt they created is cancelled, "

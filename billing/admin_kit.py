@@ -122,13 +122,16 @@ def confirm_action(
     skipped: str = "",
     confirm_label: str = "",
     form_class: type[forms.Form] | None = None,
+    destructive: bool = False,
 ) -> TemplateResponse | None:
     """Every admin action that changes money or state, in the shape of Django's
     delete_selected: a confirmation page listing what will be touched (each with a
     note), asking for any input the service needs (`form_class`); once confirmed,
     `run(obj, form data)` calls the service for each object and returns what
     happened ("voided"), which is logged (LogEntry) and summed up for the user.
-    An `expected` error is shown for its object and changes nothing else."""
+    An `expected` error is shown for its object and changes nothing else.
+    `destructive` (void, reverse, revoke) shows the confirm button red, as Django's
+    delete confirmation does; others (activate, retry) show the ordinary button."""
     if not items:
         modeladmin.message_user(
             request, skipped or "None of the selected items can be changed this way.",
@@ -165,6 +168,7 @@ def confirm_action(
         "form": form,
         "opts": modeladmin.model._meta,
         "action_name": action_name,
+        "destructive": destructive,
         "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
         "media": modeladmin.media,
     }

@@ -99,7 +99,7 @@ class InvoiceAdmin(ReadableDecimals, admin.ModelAdmin):
         open_ones = list(queryset.exclude(status="void").select_related("customer"))
         left = queryset.count() - len(open_ones)
         return confirm_action(
-            self, request, action_name="void_invoices", title="Void invoices",
+            self, request, action_name="void_invoices", title="Void invoices", destructive=True,
             question="Void these usage invoices? Every usage event on them is reversed: "
             "credits go back to the grants they came from, debt is cancelled. The invoice "
             "keeps its number, marked void.",

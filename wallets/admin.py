@@ -420,7 +420,7 @@ class CreditGrantAdmin(ReadOnlyAdmin):
 
         grants = list(queryset.select_related("wallet__customer"))
         return confirm_action(
-            self, request, action_name="void_grants", title="Void credit",
+            self, request, action_name="void_grants", title="Void credit", destructive=True,
             question="Void these grants? Only their unused part is taken back (to whoever "
             "funded it); what was already spent stays spent. The ledger records it as a new "
             "transaction; nothing is edited in place.",
@@ -515,7 +515,7 @@ class LedgerTransactionAdmin(ReadOnlyAdmin):
 
         chosen = list(queryset)
         return confirm_action(
-            self, request, action_name="reverse_transactions", title="Reverse transactions",
+            self, request, action_name="reverse_transactions", title="Reverse transactions", destructive=True,
             question="Reverse these transactions? Each gets a reversing transaction that puts "
             "the money back where it came from (credit to its original grants); nothing is "
             "edited in place.",

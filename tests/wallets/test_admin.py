@@ -1,3 +1,4 @@
+import re
 from decimal import Decimal
 
 import pytest
@@ -110,3 +111,21 @@ def test_admin_shows_money_readably(admin_client, alice):
         page = admin_client.get(url).content.decode()
         assert "87.655" in page, url
         assert ".000000" not in page and "87.655000" not in page, url
+
+
+def test_only_destructive_confirmations_show_the_red_button(staff_client):
+    customer = CustomerFactory()
+    post_grant(staff_client, customer, payment="reconcile_later")
+    grant = CreditGrant.objects.get()
+    assert grant.status == CreditGrant.Status.PENDING
+    url = "/admin/wallets/creditgrant/"
+    activate = staff_client.post(url, {"action": "activate_grants", "_selected_action": [grant.pk]})
+    void = staff_client.post(url, {"action": "void_grants", "_selected_action": [grant.pk]})
+    assert activate.status_code == void.status_code == 200
+    body_class = re.compile(r'<body class="([^"]*)"')
+    activate_class = body_class.search(activate.content.decode()).group(1).split()
+    void_class = body_class.search(void.content.decode()).group(1).split()
+    assert "confirm-action" in activate_class and "delete-confirmation" not in activate_class
+    assert "delete-confirmation" in void_class
+    grant.refresh_from_db()
+    assert grant.status == CreditGrant.Status.PENDING  # a confirmation page changes nothing
