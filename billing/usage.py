@@ -324,7 +324,10 @@ def _book_in_transaction(
     to_draw = [pos for pos, (_, e) in enumerate(events) if pos not in repeats and e.amount]
     with transaction.atomic():
         draws: dict[int, services.DrawDown | wallet_errors.WalletError] = {}
-        if to_draw:
+        if len(to_draw) == 1:  # one event: the one-event draw-down (wallets 0008/0009)
+            (pos,) = to_draw
+            draws[pos] = _draw_one(_charge(events[pos][1]), wallet_id, actor, savepoint=savepoint)
+        elif to_draw:
             results = services.draw_down_batch(
                 wallet=wallet_id,
                 charges=[_charge(events[pos][1]) for pos in to_draw],
@@ -385,6 +388,22 @@ def _book_in_transaction(
         else:
             answers.append((index, outcome))
     return answers
+
+
+def _draw_one(
+    charge: services.UsageCharge, wallet_id: int, actor: Actor, *, savepoint: bool
+) -> services.DrawDown | wallet_errors.WalletError:
+    """`services.draw_down` of one charge, answering as `draw_down_batch` would (the
+    error instead of raising it)."""
+    try:
+        return services.draw_down(
+            wallet=wallet_id, amount=charge.amount, actor=actor,
+            idempotency_key=charge.idempotency_key, item_id=charge.item_id,
+            dimensions=charge.dimensions, at=charge.at, memo=charge.memo,
+            reference=charge.reference, metadata=charge.metadata, savepoint=savepoint,
+        )  # fmt: skip
+    except wallet_errors.WalletError as exc:
+        return exc
 
 
 def _charge(event: RatedEvent) -> services.UsageCharge:

@@ -707,6 +707,7 @@ def draw_down(
     memo: str = "",
     reference: str = "",
     metadata: dict | None = None,
+    savepoint: bool = True,
 ) -> DrawDown:
     """Charge `amount` of usage to the wallet in real time.
 
@@ -717,7 +718,12 @@ def draw_down(
 
     The hot path: it does exactly what `draw_down_batch` does for one charge (same
     validation, request fingerprint, SQL booking and answer), minus the batch's
-    bookkeeping and JSON packing."""
+    bookkeeping and JSON packing.
+
+    Inside a transaction the call runs in a savepoint, so that a key racing in from
+    another wallet can be answered as a replay. `savepoint=False` saves those two
+    round trips for a caller that owns the transaction and retries it whole: the
+    `IntegrityError` is then raised and the transaction is spoiled."""
     wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
     value = _money(amount)
     key = _key(idempotency_key)
@@ -727,17 +733,14 @@ def draw_down(
     params = (wallet_id, value, item_id, _jsonb_text(dims), at or now, key, request_hash,
               memo[:500], reference, _jsonb_text(metadata), actor.label, actor.user_id, now)  # fmt: skip
     try:
-        row = _call_prepared(DRAW_DOWN_ONE_CALL, params)
+        row = _call_prepared(DRAW_DOWN_ONE_CALL, params, savepoint=savepoint)
     except IntegrityError as exc:
         # The key raced in from a call on another wallet: answer as its replay.
-        if not _is_idempotency_violation(exc):
+        if not _is_idempotency_violation(exc) or not savepoint:
             raise
         earlier = LedgerTransaction.objects.get(idempotency_key=key)
-        row = (0, "replay", earlier.pk, None, None, None, None, None, None, earlier.request_hash)
-    # The one-event function answers without the wallet's restricted balance and
-    # effective limit (the batch function's last two columns): nothing that calls
-    # draw_down needs them, so DrawDown.available_after is None here.
-    row = (*row, None, None)
+        row = (0, "replay", earlier.pk, None, None, None, None, None, None, earlier.request_hash,
+               None, None)  # fmt: skip
     if row[1] == "ok":  # the common case, straight from the row
         return _booked_draw_down(row, value)
     charge = UsageCharge(amount=value, idempotency_key=key)  # names the key in errors
@@ -752,11 +755,12 @@ def _jsonb_text(value: dict | None) -> str:
     return json.dumps(value) if value else "{}"
 
 
-def _call_prepared(sql: str, params: tuple) -> tuple:
+def _call_prepared(sql: str, params: tuple, *, savepoint: bool = True) -> tuple:
     """One prepared statement that returns one row. Outside a transaction the call
     is its own transaction (no BEGIN/COMMIT round trips); inside one, a savepoint
-    keeps a failed call from spoiling the caller's."""
-    with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext():
+    keeps a failed call from spoiling the caller's (unless `savepoint` is False)."""
+    in_savepoint = savepoint and connection.in_atomic_block
+    with transaction.atomic() if in_savepoint else contextlib.nullcontext():
         with _prepared_cursor() as cursor:
             cursor.execute(sql, params, prepare=True)
             row = cursor.fetchone()

@@ -342,7 +342,7 @@ def test_a_batch_the_grants_cannot_pay_in_full_goes_event_by_event(wallet, grant
 
 @pytest.mark.django_db
 def test_draw_down_and_a_batch_of_one_book_the_same_ledger(wallet, bob_wallet, grant, ledger_ok):
-    """`draw_down` calls its own one-event SQL function (migration 0008), the batch
+    """`draw_down` calls its own one-event SQL function (migrations 0008, 0009), the batch
     the batch function (0003): the same scenario through each gives the same answers,
     rows and request fingerprints, and a key booked by one path replays in the other."""
     from wallets.models import Wallet
@@ -382,7 +382,8 @@ def test_draw_down_and_a_batch_of_one_book_the_same_ledger(wallet, bob_wallet, g
             else:
                 answers.append((result.amount, result.from_credits, result.to_debt,
                                 [a for _, a in result.lots], result.balance_after,
-                                result.debt_after, result.replayed))  # fmt: skip
+                                result.debt_after, result.replayed, result.restricted_after,
+                                result.credit_limit, result.available_after))  # fmt: skip
         rows = [
             (tx.amount, tx.balance_after, tx.restricted_after, tx.debt_after, tx.reference,
              sorted(e.amount for e in tx.entries.all()), sorted(lot.amount for lot in tx.lots.all()))
@@ -390,7 +391,13 @@ def test_draw_down_and_a_batch_of_one_book_the_same_ledger(wallet, bob_wallet, g
         ]  # fmt: skip
         return answers, rows
 
-    assert run(wallet, one_by_one=True) == run(bob_wallet, one_by_one=False)
+    one, batch = run(wallet, one_by_one=True), run(bob_wallet, one_by_one=False)
+    assert one == batch
+    # both answer the wallet's figures after each booked event (migration 0009)
+    booked = [a for a in one[0] if isinstance(a[0], D) and not a[6]]
+    assert booked and all(a[9] is not None for a in booked)
+    assert booked[0][7] == D("0.2")  # the conditional grant (1) paid 0.8 of the first event
+    assert booked[-1][9] == Wallet.objects.get(pk=wallet.pk).available_funds()
     # the fingerprint is the same on both paths: each replays the other's key
     (again,) = services.draw_down_batch(
         wallet=wallet,
