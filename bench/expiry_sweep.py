@@ -57,6 +57,12 @@ def main() -> int:
     parser.add_argument("--grants", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the registry's")
     parser.add_argument(
+        "--connections",
+        type=int,
+        default=None,
+        help="partitions swept at once (default: settings.EXPIRY_SWEEP_CONNECTIONS)",
+    )
+    parser.add_argument(
         "--lean-indexes",
         action="store_true",
         help="experiment: drop the 4 redundant ledger indexes first (nothing left to drop since wallets 0008)",
@@ -71,6 +77,7 @@ def main() -> int:
     import django
 
     django.setup()
+    from django.conf import settings
     from django.core.management import call_command
     from django.db import connection, transaction
     from django.db.models import Sum
@@ -112,14 +119,18 @@ def main() -> int:
           flush=True)  # fmt: skip
 
     # 2. The sweep, as beat runs it.
+    parts = args.connections or settings.EXPIRY_SWEEP_CONNECTIONS
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    result = tasks.expire_grants(batch_size=batch)
+    result = tasks.expire_grants(batch_size=batch, connections=parts)
     sweep_seconds = time.perf_counter() - t0
     assert result["status"] == "succeeded" and result["processed"] == n, result
     sweep_rate = n / sweep_seconds
-    print(f"sweep:  {n:,} grants in {result['batches']} batches of {batch:,} in "
-          f"{sweep_seconds:.1f}s = {sweep_rate:,.0f} grants/s "
+    print(f"sweep:  {n:,} grants in {result['batches']} batches of {batch:,} on {parts} "
+          f"connection(s) in {sweep_seconds:.1f}s = {sweep_rate:,.0f} grants/s "
           f"(one expiry transaction per grant)", flush=True)  # fmt: skip
+    print(f"load average (1 min): {load_before:.2f} before the sweep, "
+          f"{os.getloadavg()[0]:.2f} after it")  # fmt: skip
     print(f"ratio:  {sweep_rate / floor_rate:.2f} of the single-UPDATE rate (target >= 0.25)")
 
     # 3. The ledger proves itself.
@@ -130,9 +141,9 @@ def main() -> int:
     assert booked == due.expected_breakage, (booked, due.expected_breakage)
     print(f"check_ledger: ok in {time.perf_counter() - t0:.0f}s; breakage {booked} = expected")
     print()
-    print("| grants | batch | sweep grants/s | single UPDATE grants/s | ratio |")
-    print("|---:|---:|---:|---:|---:|")
-    print(f"| {n:,} | {batch:,} | {sweep_rate:,.0f} | {floor_rate:,.0f} | "
+    print("| grants | batch | connections | sweep grants/s | single UPDATE grants/s | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    print(f"| {n:,} | {batch:,} | {parts} | {sweep_rate:,.0f} | {floor_rate:,.0f} | "
           f"{sweep_rate / floor_rate:.2f} |")  # fmt: skip
     print(f"total {time.perf_counter() - started:.0f}s")
     return 0

@@ -134,6 +134,11 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULER = "jobs.beat:LeaderDatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The expiry sweep (wallets.tasks.expire_grants) splits the due grants by wallet into
+# this many partitions and sweeps them at once, each on its own database connection
+# (so a worker running it holds this many connections more). 1: one loop on the
+# worker's own connection.
+EXPIRY_SWEEP_CONNECTIONS = env.int("EXPIRY_SWEEP_CONNECTIONS", default=2)
 
 # --- Auth ----------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

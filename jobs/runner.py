@@ -8,7 +8,9 @@
 `work(batch_size)` returns an iterable of batch outcomes (anything with
 `processed`, `failed` and `errors`); the service commits each batch in its own
 transaction before yielding it, so a run killed at any point leaves only whole
-batches behind, and the next run carries on from there.
+batches behind, and the next run carries on from there. The outcomes may come from
+several partitions swept at once on their own connections (`jobs.parallel`); the
+run counts them all the same.
 
 Overlap: a run holds a session-level PostgreSQL advisory lock on its job's name
 (`pg_try_advisory_lock`), released in `finally` and by PostgreSQL itself when the
@@ -152,6 +154,7 @@ def run_job(name: str, work: Work, *, batch_size: int | None = None) -> JobRun:
         more = 0
         deadline = time.monotonic() + job.time_budget.total_seconds()
         batches = iter(work(size))
+        winding_down = False
         try:
             for outcome in batches:
                 run.batches += 1
@@ -166,9 +169,15 @@ def run_job(name: str, work: Work, *, batch_size: int | None = None) -> JobRun:
                 run.save(
                     update_fields=["batches", "items_processed", "items_failed", "error_summary"]
                 )
-                if time.monotonic() > deadline:
+                if not winding_down and time.monotonic() > deadline:
                     logger.info("job %s used its time budget; the next run continues", name)
-                    break
+                    # Work running in parallel (jobs.parallel) finishes the batches it
+                    # is in, and they are still counted; anything else stops here.
+                    wind_down = getattr(batches, "wind_down", None)
+                    if wind_down is None:
+                        break
+                    wind_down()
+                    winding_down = True
         except Exception as exc:
             run.status = JobRun.Status.FAILED
             run.finished_at = timezone.now()

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
+from itertools import chain
 from typing import Any, TypeVar
 
 import psycopg
@@ -33,6 +35,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from billing.models import Customer, CustomerClass, ProductItem
+from jobs.parallel import Parallel
 from wallets import errors
 from wallets.actors import Actor
 from wallets.models import (
@@ -1322,11 +1325,12 @@ LIVE_STATUSES = ["active", "exhausted", "pending"]
 # One batch: the next due grants in (expires_at, id) order after the cursor, and
 # their wallets locked in id order (LockRows above the sort: the locks are taken in
 # that order, as everywhere else). Returns the ids in walking order and the cursor.
+# A sweep on several connections gives each its own wallets (`partition` below).
 EXPIRY_SELECT_SQL = """
 WITH due AS (
     SELECT id, wallet_id, expires_at FROM wallets_creditgrant
     WHERE status IN ('active', 'exhausted', 'pending') AND expires_at <= %(at)s
-      AND (expires_at, id) > (%(after_at)s, %(after_id)s)
+      AND (expires_at, id) > (%(after_at)s, %(after_id)s) /*partition*/
     ORDER BY expires_at, id
     LIMIT %(limit)s
 ),
@@ -1438,12 +1442,27 @@ class ExpiryBatch:
         return len(self.errors)
 
 
+def _expiry_select_sql(partition: tuple[int, int] | None) -> str:
+    """The select-and-lock statement, for the wallets of one partition: `(k, n)` takes
+    the grants of wallets whose id is k modulo n (literals, not parameters: each
+    partition's statement is planned for its own constants)."""
+    if partition is None or partition[1] == 1:
+        return EXPIRY_SELECT_SQL
+    part, parts = partition
+    if not 0 <= part < parts:
+        raise errors.WalletError(f"partition {part} of {parts} does not exist.")
+    return EXPIRY_SELECT_SQL.replace(
+        "/*partition*/", f"AND wallet_id %% {int(parts)} = {int(part)}"
+    )
+
+
 def expire_due_grants(
     *,
     at: datetime | None = None,
     limit: int = 1000,
     after: tuple[datetime, int] | None = None,
     actor: Actor = EXPIRY_JOB_ACTOR,
+    partition: tuple[int, int] | None = None,
 ) -> ExpiryBatch:
     """Expire up to `limit` grants whose expiry date has passed (by `at`), after the
     cursor `after`, in one transaction: each grant's remainder is booked to breakage
@@ -1453,7 +1472,11 @@ def expire_due_grants(
     the key `expire_grant` uses (`expire:grant:<id>`) and skips a grant that already
     has it. The transaction's effective time is the grant's expiry date, so a sweep
     that runs late, or is killed and rerun, books the same ledger as a punctual one.
-    Wallets are locked in id order, like every other multi-wallet write."""
+    Wallets are locked in id order, like every other multi-wallet write.
+
+    `partition=(k, n)` looks only at grants of wallets whose id is k modulo n (the
+    cursor then walks that partition): n connections sweeping the n partitions at
+    once never lock the same wallet."""
     at = at or timezone.now()
     if limit <= 0:
         raise errors.WalletError("limit must be positive.")
@@ -1462,7 +1485,7 @@ def expire_due_grants(
         # A batch costs milliseconds; JIT-compiling its statements would cost more.
         db.execute("SET LOCAL jit = off")
         db.execute(
-            EXPIRY_SELECT_SQL,
+            _expiry_select_sql(partition),
             {"at": at, "after_at": after_at, "after_id": after_id, "limit": limit},
         )
         selected = db.fetchone()
@@ -1515,14 +1538,36 @@ def _expiry_leftovers(ids: set[int], at: datetime) -> tuple[str, ...]:
 
 
 def expire_due_grant_batches(
-    *, batch_size: int = 1000, at: datetime | None = None
+    *, batch_size: int = 1000, at: datetime | None = None, connections: int = 1
 ) -> Iterator[ExpiryBatch]:
     """The whole sweep, batch by batch (each committed before it is yielded). Grants
-    that fall due while it runs wait for the next run."""
+    that fall due while it runs wait for the next run.
+
+    With `connections` > 1 the due grants are split by wallet (id modulo n) into n
+    partitions, each swept by its own loop in its own thread on its own database
+    connection (`jobs.parallel.Parallel`); their batches come out as they commit.
+    No two partitions share a wallet, so they never wait for each other's locks
+    and cannot deadlock. Inside a transaction of the caller's (tests), other
+    connections could not see its rows: the partitions then run one after the
+    other on the caller's connection."""
     at = at or timezone.now()
+    if connections <= 1:
+        return _expiry_partition_batches(batch_size=batch_size, at=at, partition=None)
+    parts = [
+        partial(_expiry_partition_batches, batch_size=batch_size, at=at, partition=(k, connections))
+        for k in range(connections)
+    ]
+    if connection.in_atomic_block:
+        return chain.from_iterable(part() for part in parts)
+    return Parallel(parts, name="expire-grants")
+
+
+def _expiry_partition_batches(
+    *, batch_size: int, at: datetime, partition: tuple[int, int] | None
+) -> Iterator[ExpiryBatch]:
     cursor: tuple[datetime, int] | None = None
     while True:
-        batch = expire_due_grants(at=at, limit=batch_size, after=cursor)
+        batch = expire_due_grants(at=at, limit=batch_size, after=cursor, partition=partition)
         if batch.selected == 0:
             return
         yield batch

@@ -5,16 +5,21 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.conf import settings
 
 from jobs.runner import run_job, summary
 from wallets import notifications, recurring, services
 
 
 @shared_task
-def expire_grants(batch_size: int | None = None) -> dict[str, int | str]:
+def expire_grants(
+    batch_size: int | None = None, connections: int | None = None
+) -> dict[str, int | str]:
+    """`connections`: partitions swept at once (default settings.EXPIRY_SWEEP_CONNECTIONS)."""
+    parts = connections or settings.EXPIRY_SWEEP_CONNECTIONS
     run = run_job(
         "expire_grants",
-        lambda size: services.expire_due_grant_batches(batch_size=size),
+        lambda size: services.expire_due_grant_batches(batch_size=size, connections=parts),
         batch_size=batch_size,
     )
     return summary(run)

@@ -1,6 +1,7 @@
 """The kill test: a real Celery worker sweeping 20,000 due grants is SIGKILLed mid-run;
 the task comes back (acks_late, visibility timeout) to a new worker, which finishes
-the sweep. The ledger then proves itself, every grant expired exactly once, and the
+the sweep. The sweep runs on two connections at once (two wallet partitions), so the
+kill lands in the middle of both. The ledger then proves itself, every grant expired exactly once, and the
 breakage is exactly what was left on the grants."""
 
 from decimal import Decimal
@@ -18,6 +19,7 @@ from wallets.models import Account, CreditGrant, Entry, LedgerTransaction, Walle
 
 GRANTS = 20_000
 BATCH = 100  # 200 batches: a run long enough to kill in the middle
+CONNECTIONS = 2  # two wallet partitions swept at once, each on its own connection
 
 
 def expired_count() -> int:
@@ -36,7 +38,9 @@ def test_a_sweep_killed_mid_run_and_rerun_expires_every_grant_exactly_once(tmp_p
     try:
         first, first_log = processes.worker("first")
         wait_for_log(first_log, "ready.", timeout=30)
-        tasks.expire_grants.apply_async(kwargs={"batch_size": BATCH}, queue=processes.queue)
+        tasks.expire_grants.apply_async(
+            kwargs={"batch_size": BATCH, "connections": CONNECTIONS}, queue=processes.queue
+        )
 
         # Let some batches commit, then pull the plug on the whole worker.
         at_kill = wait_for(
@@ -46,7 +50,14 @@ def test_a_sweep_killed_mid_run_and_rerun_expires_every_grant_exactly_once(tmp_p
         processes.kill(first)
         after_kill = expired_count()
         assert at_kill <= after_kill < GRANTS, "the sweep finished before the kill"
-        assert after_kill % BATCH == 0  # whole batches only: each is one transaction
+        # whole batches only: each is one transaction (each partition's 10,000 grants
+        # make 100 full batches)
+        assert after_kill % BATCH == 0
+        # both partitions were being swept when the worker died
+        partitions = CreditGrant.objects.filter(status="expired").values_list(
+            "wallet_id", flat=True
+        )
+        assert {wallet_id % CONNECTIONS for wallet_id in partitions} == {0, 1}
         assert find_problems() == []  # the half-done sweep is a consistent ledger
         killed = JobRun.objects.get(job_name="expire_grants")
         assert killed.status == "running"  # nobody was left to say otherwise
