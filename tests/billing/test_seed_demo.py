@@ -34,3 +34,30 @@ def test_seed_demo_is_idempotent_and_gives_every_customer_a_login():
         and Wallet.objects.filter(credit_balance__gt=0).exists()
     )
     assert find_problems() == []
+
+
+@pytest.mark.django_db
+def test_the_demo_key_books_usage_at_the_demo_prices(client):
+    """`make run` prints the demo key: with it, usage for a demo customer is rated
+    by the demo prices (the EU one for region=eu) and drawn down from the demo credit."""
+    from decimal import Decimal
+
+    from billing.management.commands.seed_demo import DEMO_API_TOKEN
+    from billing.models import Price, UsageEvent
+
+    call_command("seed_demo")
+    call_command("seed_demo")  # idempotent: no second price or key
+    assert Price.objects.filter(product_item__code="api-calls", currency="USD").count() == 2
+    alice = Customer.objects.get(name="Alice Telecom Ltd")
+    client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {DEMO_API_TOKEN}"
+    response = client.post(
+        "/api/v1/usage",
+        {"event_id": "demo-1", "customer": alice.account_number, "product": "api-calls",
+         "quantity": "100", "dimensions": {"region": "eu"}},
+        content_type="application/json",
+    )  # fmt: skip
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    assert (answer["unit_price"], answer["amount"]) == ("0.0015", "0.15")
+    assert answer["grants"] and answer["to_debt"] == "0"
+    assert UsageEvent.objects.get(event_id="demo-1").amount == Decimal("0.15")

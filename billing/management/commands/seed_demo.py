@@ -11,12 +11,31 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from billing.models import Customer, CustomerClass, Partner, PortalUser, ProductItem
+from billing.models import (
+    ApiKey,
+    Customer,
+    CustomerClass,
+    Partner,
+    PortalUser,
+    Price,
+    ProductItem,
+    hash_api_secret,
+)
 from wallets import services
 from wallets.actors import Actor
 from wallets.models import LedgerTransaction
 
 DEMO_ADMIN = ("admin", "admin")
+# A fixed API key, so that `make run` can print it (like the demo logins): local demos only.
+DEMO_API_TOKEN = "ppk_demo-local-only-not-for-production"  # noqa: S105 (demo data, like admin/admin)
+DEMO_PRODUCTS = [
+    # code, name, unit, prices: (currency, unit price, dimensions)
+    ("api-calls", "API calls", "call",
+     [("USD", "0.002", {}), ("EUR", "0.0018", {}), ("USD", "0.0015", {"region": "eu"}),
+      ("EUR", "0.0014", {"region": "eu"})]),
+    ("voice-minutes", "Voice minutes", "minute", [("USD", "0.05", {}), ("EUR", "0.045", {})]),
+    ("sms", "SMS", "message", [("USD", "0.04", {}), ("EUR", "0.035", {})]),
+]  # fmt: skip
 DEMO_CUSTOMERS = [
     # login, name, partner, class, balance model, currency
     ("alice", "Alice Telecom Ltd", "Northwind Mobile", "Retail", "prepaid", "USD"),
@@ -88,8 +107,30 @@ class Command(BaseCommand):
             if not users.objects.filter(username=login).exists():
                 user = users.objects.create_user(login, f"{login}@example.com", login)
                 PortalUser.objects.create(user=user, customer=customer)
+        self.catalogue()
         self.history()
         self.stdout.write(f"demo data ready ({created} customers created)")
+
+    def catalogue(self) -> None:
+        """Product items with prices in both demo currencies (one cheaper for
+        region=eu), in force since 60 days ago, and the demo API key."""
+        since = timezone.now() - timedelta(days=60)
+        for code, name, unit, prices in DEMO_PRODUCTS:
+            item, _ = ProductItem.objects.get_or_create(
+                code=code, defaults={"name": name, "unit": unit}
+            )
+            for currency, unit_price, dimensions in prices:
+                Price.objects.get_or_create(
+                    product_item=item, currency=currency, dimensions=dimensions,
+                    defaults={"unit_price": Decimal(unit_price), "effective_from": since},
+                )  # fmt: skip
+        if not ApiKey.objects.filter(secret_hash=hash_api_secret(DEMO_API_TOKEN)).exists():
+            ApiKey.objects.create(
+                name="Demo key (local only)",
+                prefix=DEMO_API_TOKEN[: len("ppk_") + 8],
+                secret_hash=hash_api_secret(DEMO_API_TOKEN),
+                created_by="seed_demo",
+            )
 
     def history(self) -> None:
         """Wallets with credit, usage and a pending grant, booked through the ledger
@@ -97,13 +138,7 @@ class Command(BaseCommand):
         if LedgerTransaction.objects.filter(idempotency_key="demo:alice-1").exists():
             return  # dates below are relative to the first run; the history is there
         actor = Actor.system("seed_demo")
-        calls, _ = ProductItem.objects.get_or_create(
-            code="api-calls", defaults={"name": "API calls", "unit": "call"}
-        )
-        ProductItem.objects.get_or_create(
-            code="voice-minutes", defaults={"name": "Voice minutes", "unit": "minute"}
-        )
-        ProductItem.objects.get_or_create(code="sms", defaults={"name": "SMS", "unit": "message"})
+        calls = ProductItem.objects.get(code="api-calls")
         now = timezone.now()
 
         def grant(customer: Customer, key: str, amount: str, **kwargs) -> None:
