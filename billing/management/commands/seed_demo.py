@@ -28,7 +28,7 @@ from wallets.models import LedgerTransaction
 DEMO_ADMIN = ("admin", "admin")
 # A fixed API key, so that `make run` can print it (like the demo logins): local demos only.
 DEMO_API_TOKEN = "ppk_demo-local-only-not-for-production"  # noqa: S105 (demo data, like admin/admin)
-DEMO_PRODUCTS = [
+DEMO_PRODUCTS: list[tuple[str, str, str, list[tuple[str, str, dict[str, str]]]]] = [
     # code, name, unit, prices: (currency, unit price, dimensions)
     ("api-calls", "API calls", "call",
      [("USD", "0.002", {}), ("EUR", "0.0018", {}), ("USD", "0.0015", {"region": "eu"}),
