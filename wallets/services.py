@@ -13,33 +13,40 @@ Rules every function here follows:
   entries that justify them;
 - bad input raises a `wallets.errors.WalletError` whose message says what to fix,
   before anything is written.
+
+The draw-down hot path (`draw_down`, `draw_down_batch`, `DrawDown`, `UsageCharge`)
+is in `wallets.drawdown` and re-exported here; the validation and idempotency
+helpers every service shares are in `wallets.inputs`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from itertools import chain
-from typing import Any, TypeVar
 
-import psycopg
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from billing.models import Customer, CustomerClass, ProductItem
 from jobs.parallel import Parallel
 from wallets import errors
 from wallets.actors import Actor
+from wallets.drawdown import DrawDown, UsageCharge, draw_down, draw_down_batch  # noqa: F401 (re-export)
+from wallets.inputs import (
+    QUANTUM,
+    _dimensions,
+    _existing,
+    _key,
+    _money,
+    _once,
+    _request_hash,
+)
 from wallets.models import (
-    MONEY_PLACES,
     ZERO,
     Account,
     CreditGrant,
@@ -50,10 +57,7 @@ from wallets.models import (
     Wallet,
 )
 
-QUANTUM = Decimal(1).scaleb(-MONEY_PLACES)  # 0.000001
 NEVER = datetime.max.replace(tzinfo=UTC)  # sorts "no expiry" after every date
-MAX_AMOUNT = Decimal("1e15")
-IDEMPOTENCY_CONSTRAINT = "wallets_ledgertransaction_idempotency_key_key"
 
 Kind = LedgerTransaction.Kind
 Status = CreditGrant.Status
@@ -68,116 +72,6 @@ DEFAULT_FUNDING: dict[str, str] = {
     CreditGrant.Kind.PAYMENT_ON_ACCOUNT: Code.CASH,
 }
 FUNDING_CODES: set[str] = {Code.CASH, Code.PSP_CLEARING, Code.PROMOTIONS, Code.REFILL_CARDS}
-
-
-# --- validation ------------------------------------------------------------------
-
-
-def _money(value: Any, *, what: str = "amount") -> Decimal:
-    """A positive Decimal with at most 6 decimal places, or a clear error."""
-    if isinstance(value, float):
-        raise errors.InvalidAmount(
-            f"{what} must be a Decimal or a string, not a float ({value!r})."
-        )
-    try:
-        amount = Decimal(value)
-    except (InvalidOperation, TypeError, ValueError):
-        raise errors.InvalidAmount(f"{what} must be a number, got {value!r}.") from None
-    if not amount.is_finite():
-        raise errors.InvalidAmount(f"{what} must be a finite number, got {value!r}.")
-    if amount <= 0:
-        raise errors.InvalidAmount(f"{what} must be greater than zero, got {amount}.")
-    if amount != amount.quantize(QUANTUM):
-        raise errors.InvalidAmount(
-            f"{what} has more than {MONEY_PLACES} decimal places ({amount}); round it first."
-        )
-    if amount >= MAX_AMOUNT:
-        raise errors.InvalidAmount(f"{what} is too large ({amount}).")
-    return amount.quantize(QUANTUM)
-
-
-def _dimensions(value: dict | None) -> dict[str, str]:
-    """Dimension values are compared as strings: {"region": "eu", "tier": "2"}."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise errors.WalletError("dimensions must be a mapping of name to value.")
-    clean: dict[str, str] = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or not key:
-            raise errors.WalletError("dimension names must be non-empty strings.")
-        if isinstance(item, bool) or not isinstance(item, str | int):
-            raise errors.WalletError(
-                f"dimension {key!r} must be a string or an integer, got {type(item).__name__}."
-            )
-        clean[key] = str(item)
-    return clean
-
-
-def _key(value: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise errors.WalletError("idempotency_key must be a non-empty string.")
-    if len(value) > 255:
-        raise errors.WalletError("idempotency_key must be at most 255 characters.")
-    return value
-
-
-# json.dumps(..., sort_keys=True, default=str) without building an encoder per call
-_HASH_JSON = json.JSONEncoder(sort_keys=True, default=str)
-
-
-def _request_hash(operation: str, /, **fields: Any) -> str:
-    """Fingerprint of a request: the same key with another fingerprint is a conflict.
-    Stored with every transaction, so its format never changes."""
-    payload = _HASH_JSON.encode([operation, fields])
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _usage_request_hash(
-    wallet_id: int, amount: Decimal, item_id: int | None, dims: dict[str, str], reference: str
-) -> str:
-    """A usage charge's fingerprint (draw_down and draw_down_batch alike)."""
-    return _request_hash(
-        "usage", wallet=wallet_id, amount=amount, item=item_id, dims=dims, reference=reference
-    )
-
-
-# --- idempotency ------------------------------------------------------------------
-
-T = TypeVar("T")
-
-
-def _is_idempotency_violation(exc: IntegrityError) -> bool:
-    diag = getattr(exc.__cause__, "diag", None)
-    return getattr(diag, "constraint_name", None) == IDEMPOTENCY_CONSTRAINT
-
-
-def _existing(key: str, request_hash: str) -> LedgerTransaction | None:
-    """The transaction an earlier call with this key booked, if any."""
-    earlier = LedgerTransaction.objects.filter(idempotency_key=key).first()
-    if earlier is not None and earlier.request_hash != request_hash:
-        raise errors.IdempotencyConflict(
-            f"idempotency key {key!r} was already used for a different request "
-            f"({earlier.get_kind_display()} #{earlier.pk}); use a new key."
-        )
-    return earlier
-
-
-def _once(
-    key: str, request_hash: str, book: Callable[[], T], replay: Callable[[LedgerTransaction], T]
-) -> T:
-    """Run `book` in one transaction unless `key` was seen. Two callers racing with
-    the same key on different wallets meet at the unique index: the loser rolls
-    back and returns the winner's result."""
-    try:
-        with transaction.atomic():
-            return book()
-    except IntegrityError as exc:
-        if not _is_idempotency_violation(exc):
-            raise
-    earlier = _existing(key, request_hash)
-    assert earlier is not None
-    return replay(earlier)
 
 
 # --- accounts and locks -----------------------------------------------------------
@@ -640,305 +534,6 @@ def void_grant(
         )  # fmt: skip
 
     return _once(key, request_hash, book, lambda earlier: earlier)
-
-
-# --- draw-down (the hot path) ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DrawDown:
-    """What one usage draw-down did."""
-
-    transaction_id: int
-    amount: Decimal
-    from_credits: Decimal
-    to_debt: Decimal
-    lots: tuple[tuple[int, Decimal], ...]  # (grant id, amount drawn)
-    balance_after: Decimal
-    debt_after: Decimal
-    replayed: bool = False
-    # The wallet right after this draw-down, for "available funds after it" (None
-    # on a replay): its restricted credit and its effective credit limit.
-    restricted_after: Decimal | None = None
-    credit_limit: Decimal | None = None
-
-    @property
-    def available_after(self) -> Decimal | None:
-        """Wallet.available_funds right after this draw-down (None on a replay)."""
-        if self.restricted_after is None or self.credit_limit is None:
-            return None
-        return self.balance_after - self.restricted_after + self.credit_limit - self.debt_after
-
-
-@dataclass(frozen=True)
-class UsageCharge:
-    """One event of a batch: charge `amount` for `item_id`/`dimensions` at `at`."""
-
-    amount: Decimal | str | int
-    idempotency_key: str
-    item_id: int | None = None
-    dimensions: dict | None = None
-    at: datetime | None = None
-    memo: str = ""
-    reference: str = ""
-    metadata: dict | None = None
-
-
-# One call books a whole batch for one wallet: see migration 0003 for the SQL.
-DRAW_DOWN_CALL = "SELECT * FROM wallets_draw_down(%(wallet_id)s, %(events)s::jsonb, %(actor)s, %(actor_user_id)s, %(now)s)"
-
-
-# One event: the same booking as a batch of one, with plain arguments and one answer
-# row (migration 0008, `wallets_draw_down_one`). The casts pin one function
-# signature, so psycopg prepares it once per connection whatever Python types come in.
-DRAW_DOWN_ONE_CALL = (
-    "SELECT * FROM wallets_draw_down_one(%s::bigint, %s::numeric, %s::bigint, %s::jsonb,"
-    " %s::timestamptz, %s::text, %s::text, %s::text, %s::text, %s::jsonb, %s::text,"
-    " %s::integer, %s::timestamptz)"
-)
-
-
-def draw_down(
-    *,
-    wallet: Wallet | int,
-    amount: Decimal | str | int,
-    actor: Actor,
-    idempotency_key: str,
-    item_id: int | None = None,
-    dimensions: dict | None = None,
-    at: datetime | None = None,
-    memo: str = "",
-    reference: str = "",
-    metadata: dict | None = None,
-    savepoint: bool = True,
-) -> DrawDown:
-    """Charge `amount` of usage to the wallet in real time.
-
-    Grants that apply to the item and dimensions are drawn in draw-down order
-    (`draw_order`); what they cannot cover becomes debt while the credit limit
-    allows it. Otherwise `InsufficientFunds` is raised and nothing is booked. The
-    same key again returns the first answer. One round trip to PostgreSQL.
-
-    The hot path: it does exactly what `draw_down_batch` does for one charge (same
-    validation, request fingerprint, SQL booking and answer), minus the batch's
-    bookkeeping and JSON packing.
-
-    Inside a transaction the call runs in a savepoint, so that a key racing in from
-    another wallet can be answered as a replay. `savepoint=False` saves those two
-    round trips for a caller that owns the transaction and retries it whole: the
-    `IntegrityError` is then raised and the transaction is spoiled."""
-    wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
-    value = _money(amount)
-    key = _key(idempotency_key)
-    dims = _dimensions(dimensions)
-    now = timezone.now()
-    request_hash = _usage_request_hash(wallet_id, value, item_id, dims, reference)
-    params = (wallet_id, value, item_id, _jsonb_text(dims), at or now, key, request_hash,
-              memo[:500], reference, _jsonb_text(metadata), actor.label, actor.user_id, now)  # fmt: skip
-    try:
-        row = _call_prepared(DRAW_DOWN_ONE_CALL, params, savepoint=savepoint)
-    except IntegrityError as exc:
-        # The key raced in from a call on another wallet: answer as its replay.
-        if not _is_idempotency_violation(exc) or not savepoint:
-            raise
-        earlier = LedgerTransaction.objects.get(idempotency_key=key)
-        row = (0, "replay", earlier.pk, None, None, None, None, None, None, earlier.request_hash,
-               None, None)  # fmt: skip
-    if row[1] == "ok":  # the common case, straight from the row
-        return _booked_draw_down(row, value)
-    charge = UsageCharge(amount=value, idempotency_key=key)  # names the key in errors
-    result = _draw_down_outcome(row, charge, (request_hash, value))
-    if isinstance(result, errors.WalletError):
-        raise result
-    return result
-
-
-def _jsonb_text(value: dict | None) -> str:
-    """A jsonb argument as text (the SQL casts it): cheaper than a Jsonb wrapper."""
-    return json.dumps(value) if value else "{}"
-
-
-def _call_prepared(sql: str, params: tuple, *, savepoint: bool = True) -> tuple:
-    """One prepared statement that returns one row. Outside a transaction the call
-    is its own transaction (no BEGIN/COMMIT round trips); inside one, a savepoint
-    keeps a failed call from spoiling the caller's (unless `savepoint` is False)."""
-    in_savepoint = savepoint and connection.in_atomic_block
-    with transaction.atomic() if in_savepoint else contextlib.nullcontext():
-        with _prepared_cursor() as cursor:
-            cursor.execute(sql, params, prepare=True)
-            row = cursor.fetchone()
-    assert row is not None  # the function always answers one row
-    return row
-
-
-def draw_down_batch(
-    *, wallet: Wallet | int, charges: list[UsageCharge], actor: Actor, savepoint: bool = True
-) -> list[DrawDown | errors.WalletError]:
-    """Book many usage charges on one wallet with one lock and one round trip.
-
-    Returns, in order, a `DrawDown` per booked (or replayed) charge and the error
-    for each refused one (`InsufficientFunds`, `IdempotencyConflict`, bad input):
-    every charge stands alone, as if sent separately in that order. A batch of
-    alike charges that the grants pay in full is booked set-based (migration 0007).
-
-    Inside a transaction the call runs in a savepoint, so that a key racing in
-    from another wallet can be retried charge by charge. `savepoint=False` saves
-    those two round trips for a caller that owns the transaction and retries it
-    whole: the `IntegrityError` is then raised and the transaction is spoiled."""
-    wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
-    results: list[DrawDown | errors.WalletError | None] = [None] * len(charges)
-    events: list[dict[str, Any]] = []
-    hashes: dict[int, tuple[str, Decimal]] = {}
-    now = timezone.now()
-    for ord_, charge in enumerate(charges):
-        try:
-            event = _usage_event(wallet_id, charge, now)
-        except errors.WalletError as exc:
-            results[ord_] = exc
-            continue
-        event["ord"] = ord_
-        hashes[ord_] = (event["request_hash"], Decimal(event["amount"]))
-        events.append(event)
-    if events:
-        try:
-            rows = _call_draw_down(wallet_id, events, actor, now, savepoint=savepoint)
-        except IntegrityError as exc:
-            # A key raced in from a call on another wallet: book one by one instead;
-            # a charge that loses its race answers like a replay of the winner.
-            if not _is_idempotency_violation(exc) or not savepoint:
-                raise
-            rows = [
-                row
-                for event in events
-                for row in _call_draw_down_or_replay(wallet_id, event, actor, now)
-            ]
-        for row in rows:
-            results[row[0]] = _draw_down_outcome(row, charges[row[0]], hashes[row[0]])
-    return [r if r is not None else errors.WalletError("not processed") for r in results]
-
-
-def _usage_event(wallet_id: int, charge: UsageCharge, now: datetime) -> dict[str, Any]:
-    amount = _money(charge.amount)
-    key = _key(charge.idempotency_key)
-    dims = _dimensions(charge.dimensions)
-    request_hash = _usage_request_hash(wallet_id, amount, charge.item_id, dims, charge.reference)
-    return {
-        "amount": str(amount), "item_id": charge.item_id, "dimensions": dims,
-        "at": (charge.at or now).isoformat(), "key": key, "request_hash": request_hash,
-        "memo": charge.memo[:500], "reference": charge.reference, "metadata": charge.metadata or {},
-    }  # fmt: skip
-
-
-def _call_draw_down(
-    wallet_id: int, events: list[dict], actor: Actor, now: datetime, *, savepoint: bool = True
-) -> list[tuple]:
-    params = {"wallet_id": wallet_id, "events": json.dumps(events), "actor": actor.label,
-              "actor_user_id": actor.user_id, "now": now}  # fmt: skip
-    # Outside a transaction the call is its own transaction (no BEGIN/COMMIT round
-    # trips); inside one, a savepoint keeps a failed call from spoiling the caller's.
-    in_savepoint = savepoint and connection.in_atomic_block
-    with transaction.atomic() if in_savepoint else contextlib.nullcontext():
-        with _prepared_cursor() as cursor:
-            cursor.execute(DRAW_DOWN_CALL, params, prepare=True)
-            return cursor.fetchall()
-
-
-def _call_draw_down_or_replay(
-    wallet_id: int, event: dict, actor: Actor, now: datetime
-) -> list[tuple]:
-    try:
-        return _call_draw_down(wallet_id, [event], actor, now)
-    except IntegrityError as exc:
-        if not _is_idempotency_violation(exc):
-            raise
-    earlier = LedgerTransaction.objects.get(idempotency_key=event["key"])
-    return [
-        (
-            event["ord"],
-            "replay",
-            earlier.pk,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            earlier.request_hash,
-            None,
-            None,
-        )
-    ]
-
-
-def _draw_down_outcome(
-    row: tuple, charge: UsageCharge, sent: tuple[str, Decimal]
-) -> DrawDown | errors.WalletError:
-    (ord_, outcome, tx_id, covered, balance_after, debt_after, lots, room, currency,
-     earlier_hash, restricted_after, credit_limit) = row  # fmt: skip
-    request_hash, amount = sent  # as validated and sent
-    if outcome == "no_wallet":
-        return errors.WalletNotFound("wallet does not exist.")
-    if outcome == "replay":
-        if earlier_hash != request_hash:
-            return errors.IdempotencyConflict(
-                f"idempotency key {charge.idempotency_key!r} was already used for a different "
-                f"request (transaction #{tx_id}); use a new key."
-            )
-        return _draw_down_result(tx_id, replayed=True)
-    if outcome == "insufficient":
-        return errors.InsufficientFunds(
-            f"insufficient funds: this usage costs {amount} {currency} but the wallet can cover "
-            f"{covered + room} {currency} (credits that apply {covered}, credit limit room {room}). "
-            "Top up or raise the credit limit.",
-            needed=amount,
-            available=covered + room,
-        )
-    return _booked_draw_down(row, amount)
-
-
-def _booked_draw_down(row: tuple, amount: Decimal) -> DrawDown:
-    """The answer for a row with outcome "ok"."""
-    (_, _, tx_id, covered, balance_after, debt_after, lots, _, _, _, restricted_after,
-     credit_limit) = row  # fmt: skip
-    return DrawDown(
-        transaction_id=tx_id,
-        amount=amount,
-        from_credits=covered,
-        to_debt=amount - covered,
-        lots=tuple((grant_id, Decimal(take)) for grant_id, take in lots or ()),
-        balance_after=balance_after,
-        debt_after=debt_after,
-        restricted_after=restricted_after,
-        credit_limit=credit_limit,
-    )
-
-
-@contextmanager
-def _prepared_cursor() -> Iterator[psycopg.Cursor]:
-    """A server-side-binding cursor on Django's own connection (so inside its
-    transaction, if any), for statements worth preparing once per connection.
-    Behind PgBouncer in transaction mode this needs PgBouncer ≥ 1.21 with
-    max_prepared_statements set."""
-    connection.ensure_connection()
-    # wrap_database_errors: psycopg's errors become Django's (IntegrityError, ...)
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
-
-
-def _draw_down_result(tx_id: int, *, replayed: bool) -> DrawDown:
-    tx = LedgerTransaction.objects.get(pk=tx_id)
-    lots = tuple(tx.lots.order_by("id").values_list("grant_id", "amount"))
-    covered = sum((amount for _, amount in lots), ZERO)
-    return DrawDown(
-        transaction_id=tx.pk,
-        amount=tx.amount,
-        from_credits=covered,
-        to_debt=tx.amount - covered,
-        lots=lots,
-        balance_after=tx.balance_after or ZERO,
-        debt_after=tx.debt_after or ZERO,
-        replayed=replayed,
-    )
 
 
 # --- debt -------------------------------------------------------------------------
