@@ -240,7 +240,11 @@ def reverse_usage(*, event: UsageEvent | int, actor: Actor) -> ReversalOutcome:
 def usage_response(event: UsageEvent) -> dict[str, Any]:
     """The answer for a booked event: what was returned when it was booked, with
     its current status."""
-    return {"id": event.pk, "status": event.status, **event.response}
+    return _response(event.pk, event.status, event.response)
+
+
+def _response(pk: int, status: str, stored: dict[str, Any]) -> dict[str, Any]:
+    return {"id": pk, "status": status, **stored}
 
 
 def _prepare(raw: UsageInput, found: UsageLookups) -> RatedEvent | UsageOutcome:
@@ -380,8 +384,7 @@ def _book_in_transaction(
     answers: list[tuple[int, UsageOutcome | UsageError]] = []
     for (index, event), outcome in zip(events, outcomes, strict=True):
         if isinstance(outcome, dict):
-            response = {"id": outcome["id"], "status": UsageEvent.Status.BOOKED.value,
-                        **outcome["response"]}  # fmt: skip
+            response = _response(outcome["id"], UsageEvent.Status.BOOKED.value, outcome["response"])
             answers.append((index, UsageOutcome(outcome["id"], response)))
         elif isinstance(outcome, _Replay):
             answers.append((index, _booked_before(event)))

@@ -4,18 +4,16 @@ the sweep. The sweep runs on two connections at once (two wallet partitions), so
 kill lands in the middle of both. The ledger then proves itself, every grant expired exactly once, and the
 breakage is exactly what was left on the grants."""
 
-from decimal import Decimal
-
 import pytest
-from django.db import connection
 
 from bench.expiry_seed import seed_due_grants
 from jobs.models import JobRun
 from jobs.runner import lock_is_held
 from tests.celery_processes import Processes, wait_for, wait_for_log
+from tests.wallets.expiry_checks import assert_each_grant_expired_exactly_once
 from wallets import tasks
 from wallets.ledger_check import find_problems
-from wallets.models import Account, CreditGrant, Entry, LedgerTransaction, Wallet
+from wallets.models import CreditGrant, Wallet
 
 GRANTS = 20_000
 BATCH = 100  # 200 batches: a run long enough to kill in the middle
@@ -88,25 +86,5 @@ def test_a_sweep_killed_mid_run_and_rerun_expires_every_grant_exactly_once(tmp_p
     assert rerun.items_processed == GRANTS - after_kill and rerun.items_failed == 0
     assert all(run.items_processed == 0 for run in redelivered)
 
-    assert find_problems() == []
-    assert not CreditGrant.objects.exclude(status="expired").exists()
-    expiries = LedgerTransaction.objects.filter(kind="expiry")
-    per_grant = dict(expiries.values_list("metadata__grant", "amount"))
-    assert expiries.count() == len(per_grant) == GRANTS  # one per grant, no more
-    assert per_grant == left_on_grants  # each booked exactly what it held
-
-    breakage = Account.objects.get(kind="system", code="breakage", currency="USD")
-    booked = Entry.objects.filter(credit_account=breakage).values_list("amount", flat=True)
-    assert sum(booked, Decimal(0)) == seeded.expected_breakage
-    assert set(Wallet.objects.values_list("credit_balance", "restricted_balance")) == {(0, 0)}
-
-    # Each expiry shows the wallet's running balance, whichever run booked it.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT wallet_id, amount, balance_after FROM wallets_ledgertransaction "
-            "WHERE kind = 'expiry' ORDER BY wallet_id, id"
-        )
-        running = dict(balance_before)
-        for wallet_id, amount, balance_after in cursor.fetchall():
-            running[wallet_id] -= amount
-            assert balance_after == running[wallet_id]
+    assert seeded.grants == GRANTS
+    assert_each_grant_expired_exactly_once(seeded, left_on_grants, balance_before)

@@ -10,17 +10,13 @@ from django.db import connection
 
 from bench.expiry_seed import seed_due_grants
 from jobs.models import JobRun
+from tests.wallets.expiry_checks import assert_each_grant_expired_exactly_once
 from wallets import errors, services, tasks
 from wallets.ledger_check import find_problems
-from wallets.models import Account, CreditGrant, Entry, LedgerTransaction, Wallet
+from wallets.models import CreditGrant, LedgerTransaction, Wallet
 
 D = Decimal
 T = datetime(2026, 3, 31, 23, 0, tzinfo=UTC)
-
-
-def breakage_total() -> Decimal:
-    account = Account.objects.get(kind="system", code="breakage", currency="USD")
-    return sum(Entry.objects.filter(credit_account=account).values_list("amount", flat=True), D(0))
 
 
 def batches_by_database_transaction() -> list[tuple[list[int], int, int]]:
@@ -32,26 +28,6 @@ def batches_by_database_transaction() -> list[tuple[list[int], int, int]]:
             "FROM wallets_ledgertransaction WHERE kind = 'expiry' GROUP BY xmin::text"
         )
         return cursor.fetchall()
-
-
-def assert_each_grant_expired_exactly_once(seeded, left_on_grants, balance_before):
-    assert find_problems() == []
-    assert not CreditGrant.objects.exclude(status="expired").exists()
-    expiries = LedgerTransaction.objects.filter(kind="expiry")
-    per_grant = dict(expiries.values_list("metadata__grant", "amount"))
-    assert expiries.count() == len(per_grant) == seeded.grants  # one per grant, no more
-    assert per_grant == left_on_grants  # each booked exactly what it held
-    assert breakage_total() == seeded.expected_breakage
-    assert set(Wallet.objects.values_list("credit_balance", "restricted_balance")) == {(0, 0)}
-    with connection.cursor() as cursor:  # each expiry shows its wallet's running balance
-        cursor.execute(
-            "SELECT wallet_id, amount, balance_after FROM wallets_ledgertransaction "
-            "WHERE kind = 'expiry' ORDER BY wallet_id, id"
-        )
-        running = dict(balance_before)
-        for wallet_id, amount, balance_after in cursor.fetchall():
-            running[wallet_id] -= amount
-            assert balance_after == running[wallet_id]
 
 
 @pytest.mark.django_db(transaction=True)
