@@ -66,7 +66,17 @@ class LeaderDatabaseScheduler(DatabaseScheduler):
         self._broker_down_since: float | None = None
         self._broker_retry_at = 0.0
         self._sending = False
+        self._setup_pending = False
         super().__init__(*args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        """Install the default entries, or, while the database is down at start,
+        do it once it answers (instead of exiting)."""
+        try:
+            super().setup_schedule()
+        except (DatabaseError, InterfaceError) as exc:
+            self._setup_pending = True
+            self._database_failed(exc)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         try:
@@ -74,6 +84,9 @@ class LeaderDatabaseScheduler(DatabaseScheduler):
                 if self._database_down_since is not None:
                     return min(self.database_retry_interval, self.max_interval)
                 return min(self.standby_interval, self.max_interval)
+            if self._setup_pending:
+                super().setup_schedule()
+                self._setup_pending = False
             if self._broker_down_since is not None:
                 wait = self._broker_retry_at - time.monotonic()
                 if wait > 0:

@@ -146,3 +146,36 @@ def test_a_database_error_in_a_tick_does_not_stop_the_beat(scheduler, caplog):
     assert len([m for m in messages if "the database is unavailable" in m]) == 1, messages
     assert any("the database answers again" in m for m in messages), messages
     assert any("now the active scheduler" in m for m in messages), messages
+
+
+def test_a_beat_started_while_the_database_is_down_waits_for_it(tmp_path, caplog):
+    """It used to exit at start (setup_schedule reads the database)."""
+    PeriodicTask.objects.update(enabled=False)
+    every_minute = IntervalSchedule.objects.create(every=60, period="seconds")
+    PeriodicTask.objects.create(name="tick-test", task="jobs.tasks.prune_job_runs",
+                                interval=every_minute,
+                                last_run_at=timezone.now() - timedelta(minutes=2))  # fmt: skip
+    saved, saved_options = (
+        connection.settings_dict.copy(),
+        dict(connection.settings_dict["OPTIONS"]),
+    )
+    connection.close()
+    connection.settings_dict["HOST"] = str(tmp_path)  # a folder where no server listens
+    connection.settings_dict["OPTIONS"] = {**saved_options, "host": str(tmp_path)}
+    try:
+        with caplog.at_level(logging.INFO, logger="jobs.beat"):
+            scheduler = LeaderDatabaseScheduler(app=app)
+            assert scheduler.tick() > 0
+    finally:
+        connection.close()
+        connection.settings_dict.update(saved)
+        connection.settings_dict["OPTIONS"] = saved_options
+    sent: list[str] = []
+    scheduler.apply_async = lambda entry, *args, **kwargs: sent.append(entry.name)
+    try:
+        run_ticks(scheduler)
+    finally:
+        scheduler._drop_lock_connection()
+        scheduler._finalize.cancel()
+    assert sent == ["tick-test"]
+    assert any("the database is unavailable" in r.getMessage() for r in caplog.records)
