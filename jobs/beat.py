@@ -31,12 +31,23 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, connections
 from django_celery_beat.schedulers import DatabaseScheduler
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from jobs.runner import lock_key
 
 logger = logging.getLogger(__name__)
 
 BEAT_LOCK = "celery-beat"
+
+
+def _broker_unavailable(exc: BaseException | None) -> bool:
+    """Did the send fail because the broker did not answer (as opposed to a task
+    that cannot be sent at all, which would fail the same way forever)?"""
+    while exc is not None:
+        if isinstance(exc, BrokerUnavailable | OSError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _reason(exc: BaseException) -> str:
@@ -181,15 +192,18 @@ class LeaderDatabaseScheduler(DatabaseScheduler):
     # --- sending -----------------------------------------------------------------------
 
     def apply_entry(self, entry: Any, producer: Any = None) -> None:
-        """Send one due task. When the broker refuses it, the entry is put back as it
-        was (its last run not advanced, in memory and in the database), so it stays
-        due and goes out as soon as the broker answers again."""
+        """Send one due task. When the broker does not take it, the entry is put back
+        as it was (its last run not advanced, in memory and in the database), so it
+        stays due and goes out as soon as the broker answers again."""
         logger.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
         self._sending = True
         try:
             self.apply_async(entry, producer=producer, advance=False)
         except Exception as exc:  # the broker's errors come wrapped in SchedulingError
-            self._send_failed(entry, exc)
+            if _broker_unavailable(exc):
+                self._send_failed(entry, exc)
+            else:  # as Celery does: log it, and the entry waits for its next run
+                logger.exception("beat: could not send %r", entry.name)
         else:
             if self._broker_down_since is not None:
                 logger.warning(

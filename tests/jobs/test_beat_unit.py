@@ -11,6 +11,7 @@ from celery.beat import SchedulingError
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from config.celery import app
 from jobs.beat import LeaderDatabaseScheduler
@@ -68,7 +69,9 @@ def refusing_broker(scheduler):
 
     def refuse(entry, *args, **kwargs):
         scheduler.refused.append(entry.name)
-        raise SchedulingError(f"Couldn't apply scheduled task {entry.name}: Connection refused")
+        # what kombu raises once its publish retries are spent, wrapped as Celery does
+        down = BrokerUnavailable("Error 111 connecting to unix socket: Connection refused.")
+        raise SchedulingError(f"Couldn't apply scheduled task {entry.name}: {down}") from down
 
     scheduler.apply_async = refuse
     scheduler.broker_up = lambda: setattr(scheduler, "apply_async", record)
@@ -104,6 +107,25 @@ def test_while_the_broker_refuses_the_beat_tries_only_every_retry_interval(sched
     scheduler._broker_retry_at = 0  # the interval has passed
     run_ticks(scheduler, 3)
     assert scheduler.refused == ["tick-test", "tick-test"]
+
+
+def test_a_task_that_cannot_be_sent_at_all_is_not_retried_every_tick(scheduler, caplog):
+    """Not the broker's fault (a bad argument, say): as Celery does, log it and wait
+    for the next run, instead of retrying it forever ahead of every other job."""
+    attempts = []
+
+    def broken(entry, *args, **kwargs):
+        attempts.append(entry.name)
+        raise SchedulingError(f"Couldn't apply scheduled task {entry.name}: bad args") from (
+            ValueError("bad args")
+        )
+
+    scheduler.apply_async = broken
+    scheduler.broker_retry_interval = 0
+    with caplog.at_level(logging.INFO, logger="jobs.beat"):
+        run_ticks(scheduler, 6)
+    assert attempts == ["tick-test"]
+    assert any("could not send 'tick-test'" in r.getMessage() for r in caplog.records)
 
 
 def terminate_django_session():
