@@ -184,6 +184,7 @@ AXES_ENABLE_ADMIN = False  # logins.admin shows the lockouts instead
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_LOCKOUT_CALLABLE = "logins.lockout.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "logins.lockout.client_ip"
+AXES_USERNAME_CALLABLE = "logins.lockout.attempted_username"
 # Proxies in front of the app that each append the address they saw to
 # X-Forwarded-For (1 for one nginx or load balancer). 0: the client is REMOTE_ADDR
 # and X-Forwarded-For is ignored (anyone can write it).
@@ -255,5 +256,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # django-axes says INFO on every start and sign-in; its warnings (failures,
+        # lockouts) stay.
+        "axes": {"level": "WARNING"},
+    },
 }

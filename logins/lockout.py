@@ -136,6 +136,15 @@ def lockout_response(
     return response
 
 
+def attempted_username(request: HttpRequest, credentials: dict | None) -> str | None:
+    """`AXES_USERNAME_CALLABLE`: the username tried, cut to the 255 characters axes'
+    column holds. Django's sign-in form does not enforce the username's length, and
+    a longer one would fail the row's insert (a 500 instead of "wrong password")."""
+    field = settings.AXES_USERNAME_FORM_FIELD
+    username = credentials.get(field) if credentials else request.POST.get(field)
+    return username[:255] if isinstance(username, str) else username
+
+
 def client_ip(request: HttpRequest) -> str | None:
     """`AXES_CLIENT_IP_CALLABLE`: the address a lockout counts against.
 
@@ -147,6 +156,13 @@ def client_ip(request: HttpRequest) -> str | None:
     remote = _address(request.META.get("REMOTE_ADDR", ""))
     proxies = settings.TRUSTED_PROXY_COUNT
     if proxies <= 0:
+        if "HTTP_X_FORWARDED_FOR" in request.META:
+            log.info(
+                "Sign-in with X-Forwarded-For ignored (TRUSTED_PROXY_COUNT=0): counting it "
+                "against %s. Behind a proxy, set TRUSTED_PROXY_COUNT, or every client "
+                "shares the proxy's address and its lockouts.",
+                remote,
+            )
         return remote
     hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
     hops = [hop for hop in hops if hop]

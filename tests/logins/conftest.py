@@ -19,7 +19,9 @@ class SignIn:
 
     def post(self, client: Client, password: str, *, username: str | None = None, **extra):
         return client.post(
-            self.url, {"username": username or self.username, "password": password}, **extra
+            self.url,
+            {"username": self.username if username is None else username, "password": password},
+            **extra,
         )
 
     def fail(self, client: Client, times: int, **extra):

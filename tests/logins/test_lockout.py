@@ -134,3 +134,17 @@ def test_the_lockout_message_names_the_date_when_it_is_not_today(client, sign_in
     assert re.search(
         r"try again after 10:00 UTC on 3 March 2026 \(in 1.day\)", response.content.decode()
     )
+
+
+@pytest.mark.parametrize(
+    "username", ["ali\x00ce", "", "' OR 1=1 --", "a" * 300], ids=["nul", "empty", "sql", "long"]
+)
+def test_hostile_usernames_never_reach_a_500(client, sign_in, username):
+    from axes.models import AccessAttempt
+
+    response = sign_in.post(client, "wrong", username=username)
+    assert response.status_code == 200
+    if username in ["ali\x00ce", ""]:  # refused by the form: never reaches a password check
+        assert not AccessAttempt.objects.exists()
+    else:  # an unknown username, counted like any other (cut to the column's 255)
+        assert AccessAttempt.objects.get().username == username[:255]
