@@ -140,7 +140,7 @@ def attempted_username(request: HttpRequest, credentials: dict | None) -> str | 
     """`AXES_USERNAME_CALLABLE`: the username tried, cut to the 255 characters axes'
     column holds. Django's sign-in form does not enforce the username's length, and
     a longer one would fail the row's insert (a 500 instead of "wrong password")."""
-    field = settings.AXES_USERNAME_FORM_FIELD
+    field = getattr(settings, "AXES_USERNAME_FORM_FIELD", "username")  # set by axes.conf
     username = credentials.get(field) if credentials else request.POST.get(field)
     return username[:255] if isinstance(username, str) else username
 
