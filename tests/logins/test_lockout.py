@@ -148,3 +148,18 @@ def test_hostile_usernames_never_reach_a_500(client, sign_in, username):
         assert not AccessAttempt.objects.exists()
     else:  # an unknown username, counted like any other (cut to the column's 255)
         assert AccessAttempt.objects.get().username == username[:255]
+
+
+def test_a_lock_made_of_several_rows_ends_when_the_page_said(client, sign_in, frozen):
+    """Three failures from one address, two more from another five minutes later:
+    the lock ends when the first three drop out of the count (10:15), not 15
+    minutes after the last failure."""
+    sign_in.fail(client, 3, REMOTE_ADDR=ALICE_IP)
+    frozen.shift(timedelta(minutes=5))
+    response = sign_in.fail(client, 2, REMOTE_ADDR=OTHER_IP)
+    assert "try again after 10:15 UTC (in 10 minutes)" in response.content.decode()
+
+    frozen.move_to(T0 + timedelta(minutes=14, seconds=59))
+    assert sign_in.post(client, PASSWORD, REMOTE_ADDR="192.0.2.50").status_code == 429
+    frozen.move_to(T0 + timedelta(minutes=15, seconds=1))
+    assert sign_in.post(client, PASSWORD, REMOTE_ADDR="192.0.2.50").status_code == 302
