@@ -43,7 +43,7 @@ INSTALLED_APPS = [
     "refillcards",
     "portal",
     "axes",
-    "logins",
+    "config.logins",
 ]
 
 MIDDLEWARE = [
@@ -157,7 +157,7 @@ LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "portal:login"
 
-# --- Sign-in lockout (django-axes; logins/) -------------------------------------
+# --- Sign-in lockout (django-axes; config/logins/) -------------------------------------
 # LOGIN_FAILURE_LIMIT failed sign-ins in a row lock the account (from every address)
 # and the client address (for every account) until LOGIN_LOCKOUT_MINUTES after the
 # last failure, on the portal's and the admin's sign-in pages. Failures are rows in
@@ -180,11 +180,11 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_RESET_ON_SUCCESS = False
 AXES_DISABLE_ACCESS_LOG = True  # no row per successful sign-in
-AXES_ENABLE_ADMIN = False  # logins.admin shows the lockouts instead
+AXES_ENABLE_ADMIN = False  # config.logins.admin shows the lockouts instead
 AXES_HTTP_RESPONSE_CODE = 429
-AXES_LOCKOUT_CALLABLE = "logins.lockout.lockout_response"
-AXES_CLIENT_IP_CALLABLE = "logins.lockout.client_ip"
-AXES_USERNAME_CALLABLE = "logins.lockout.attempted_username"
+AXES_LOCKOUT_CALLABLE = "config.logins.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "config.logins.lockout.client_ip"
+AXES_USERNAME_CALLABLE = "config.logins.lockout.attempted_username"
 # Proxies in front of the app that each append the address they saw to
 # X-Forwarded-For (1 for one nginx or load balancer). 0: the client is REMOTE_ADDR
 # and X-Forwarded-For is ignored (anyone can write it).

@@ -7,7 +7,7 @@ import time_machine
 from django.contrib.admin.models import LogEntry
 from django.test import Client
 
-from logins.models import FailedSignIn
+from config.logins.models import FailedSignIn
 from tests.factories import UserFactory
 from tests.logins.conftest import PASSWORD, signed_in
 

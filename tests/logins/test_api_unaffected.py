@@ -4,7 +4,7 @@ refusals nor stop it."""
 import pytest
 from django.test import Client
 
-from logins.models import FailedSignIn
+from config.logins.models import FailedSignIn
 from tests.billing.conftest import api_key  # noqa: F401 - fixture
 from tests.factories import customer_with_login
 from tests.logins.conftest import PASSWORD, signed_in

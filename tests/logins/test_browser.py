@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from playwright.sync_api import expect
 
-from logins.lockout import shown_time
-from logins.models import FailedSignIn
+from config.logins.lockout import shown_time
+from config.logins.models import FailedSignIn
 from tests.logins.conftest import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]

@@ -4,7 +4,7 @@ configured (TRUSTED_PROXY_COUNT), and never an address the client wrote itself."
 import pytest
 from django.test import RequestFactory
 
-from logins.lockout import client_ip
+from config.logins.lockout import client_ip
 from tests.logins.conftest import PASSWORD, signed_in
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth import authenticate
 from django.test import RequestFactory
 
-from logins.lockout import lockout_response
+from config.logins.lockout import lockout_response
 from tests.factories import UserFactory
 
 READ = (

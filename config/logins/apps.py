@@ -2,5 +2,6 @@ from django.apps import AppConfig
 
 
 class LoginsConfig(AppConfig):
-    name = "logins"
+    name = "config.logins"
+    label = "logins"
     verbose_name = "Sign-in lockouts"

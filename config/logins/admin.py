@@ -15,8 +15,8 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from billing.admin_kit import confirm_action
-from logins.lockout import attempt_lock_ends, format_until, shown_time
-from logins.models import FailedSignIn
+from config.logins.lockout import attempt_lock_ends, format_until, shown_time
+from config.logins.models import FailedSignIn
 
 PARAMETER_NAMES = {"username": "account", "ip_address": "address"}
 
