@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import partial
 from itertools import chain
 
@@ -617,36 +617,53 @@ def settle_debt(
 def round_debt(
     *,
     wallet: Wallet | int,
-    difference: Decimal | str,
+    exact: Decimal | str,
+    quantum: Decimal | str,
     actor: Actor,
     idempotency_key: str,
+    newer: Decimal | str = ZERO,
     memo: str = "",
 ) -> LedgerTransaction | None:
-    """A document billed debt in whole cents: book the difference between the exact
-    debt (6 places) and what was billed to the `rounding` account, so the ledger
-    agrees with the invoice. Positive: billed more (receivable up); negative: less."""
+    """A document billed `exact` of debt (6 places) in whole `quantum`s (cents). What
+    is still owed of that debt *now* is rounded the same way (half up), and the
+    difference is booked against the `rounding` account, so what the customer still
+    owes is in whole cents. Debt already paid (settled exactly from credit, or by a
+    payment) is not rounded: there is nothing left to collect in cents, and a paid
+    document never gets new debt. Payments reach the oldest debt first, so `newer`
+    (debt booked after the document's period) is counted as owed before this
+    document's debt. Returns None when nothing is to round."""
     try:
-        diff = Decimal(difference)
+        billed = Decimal(exact)
+        unit = Decimal(quantum)
+        later = Decimal(newer)
     except (InvalidOperation, TypeError, ValueError):
-        raise errors.InvalidAmount(f"difference must be a number, got {difference!r}.") from None
-    if abs(diff) >= 1 or diff != diff.quantize(QUANTUM):
         raise errors.InvalidAmount(
-            f"a rounding difference is less than 1 with at most 6 decimals, got {diff}."
+            f"exact, quantum and newer must be numbers, got {exact!r}, {quantum!r}, {newer!r}."
+        ) from None
+    if not all(v.is_finite() for v in (billed, unit, later)):
+        raise errors.InvalidAmount("exact, quantum and newer must be finite numbers.")
+    if billed < 0 or later < 0 or billed != billed.quantize(QUANTUM):
+        raise errors.InvalidAmount(
+            f"exact debt must be zero or positive with at most 6 decimals, got {billed}."
         )
-    if diff == 0:
-        return None
+    if not QUANTUM <= unit <= 1:
+        raise errors.InvalidAmount(f"quantum must be between 0.000001 and 1, got {unit}.")
     key = _key(idempotency_key)
     wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
-    request_hash = _request_hash("round_debt", wallet=wallet_id, difference=diff)
+    request_hash = _request_hash(
+        "round_debt", wallet=wallet_id, exact=billed, quantum=unit, newer=later
+    )
 
-    def book() -> LedgerTransaction:
+    def book() -> LedgerTransaction | None:
         locked = _lock_wallet(wallet_id)
         earlier = _existing(key, request_hash)
         if earlier is not None:
             return earlier
+        owed = max(ZERO, min(billed, locked.debt - later))
+        diff = owed.quantize(unit, rounding=ROUND_HALF_UP) - owed
+        if diff == 0:
+            return None
         rounding = system_account(Code.ROUNDING, locked.currency).pk
-        if diff < 0 and -diff > locked.debt:
-            raise errors.InvalidAmount(f"cannot round off {-diff}: the debt is only {locked.debt}.")
         leg = (
             Leg(locked.receivable_account_id, rounding, diff)
             if diff > 0
@@ -655,6 +672,7 @@ def round_debt(
         return _post(
             wallet=locked, kind=Kind.ROUNDING, legs=[leg], grants=[], key=key, request_hash=request_hash,
             actor=actor, amount=abs(diff), memo=memo or "Rounding to the cent billed",
+            metadata={"exact": str(billed), "owed": str(owed)},
         )  # fmt: skip
 
     return _once(key, request_hash, book, lambda earlier: earlier)
