@@ -783,7 +783,9 @@ def reverse(
 
     Credit returns to the very grants it came from, with their original expiry and
     conditions (a grant that has since expired sends it straight on to breakage).
-    Issued credit can be taken back only while unspent."""
+    A reversal is the exact mirror of its transaction or it is refused: issued credit
+    can be taken back only while unspent, and the issue of a grant created pending
+    (which moved no money) is refused with a message to void the grant instead."""
     key = _key(idempotency_key)
     request_hash = _request_hash("reverse", transaction=transaction_id)
 
@@ -809,6 +811,8 @@ def reverse(
             raise errors.NotReversible(f"transaction {original.pk} has already been reversed.")
 
         entries = list(original.entries.all())
+        if original.kind == Kind.GRANT and not entries:
+            _refuse_reversing_a_pending_issue(original)
         accounts = {e.debit_account_id for e in entries} | {e.credit_account_id for e in entries}
         grants = {g.account_id: g for g in CreditGrant.objects.filter(account_id__in=accounts)}
         legs = [Leg(e.credit_account_id, e.debit_account_id, e.amount) for e in entries]
@@ -855,6 +859,38 @@ def reverse(
         return tx
 
     return _once(key, request_hash, book, lambda earlier: earlier)
+
+
+def _refuse_reversing_a_pending_issue(original: LedgerTransaction) -> None:
+    """The issue of a grant created pending booked no money: swapping its (no) entries
+    would change nothing, and the grant would stay pending, or keep the credit its
+    activation gave it. A grant is cancelled by voiding it, which does it exactly
+    (pending: never becomes credit; active: the unused part back to its funder)."""
+    grant = CreditGrant.objects.filter(issued_by=original).first()
+    if grant is None:
+        raise errors.NotReversible(f"transaction {original.pk} moved no money; nothing to reverse.")
+    label = f"{grant.name} (grant {grant.pk})"
+    if grant.status == Status.PENDING:
+        raise errors.NotReversible(
+            f"{label} is pending (awaiting payment): its issuing transaction moved no money, "
+            "so reversing it would change nothing; void the grant instead."
+        )
+    if grant.status in (Status.ACTIVE, Status.EXHAUSTED):
+        activation = (
+            LedgerTransaction.objects.filter(kind=Kind.ACTIVATION, metadata__grant=grant.pk)
+            .order_by("pk")
+            .first()
+        )
+        by = f"transaction {activation.pk}" if activation else "a later transaction"
+        raise errors.NotReversible(
+            f"{label} was activated by {by}: its issuing transaction moved no money, and "
+            "reversing it would leave the credit in place; void the grant instead (its "
+            "unused part goes back to its funder)."
+        )
+    raise errors.NotReversible(
+        f"{label} is already {grant.get_status_display().lower()}; its issuing transaction "
+        "moved no money, so there is nothing to reverse."
+    )
 
 
 def _net_into_grants(entries: list[Entry], grants: dict[int, CreditGrant]) -> dict[int, Decimal]:

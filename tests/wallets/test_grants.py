@@ -302,3 +302,55 @@ def test_check_ledger_finds_a_tampered_balance(wallet, grant, capsys):
     with pytest.raises(CommandError, match="FAILED"):
         call_command("check_ledger")
     assert "recorded 11.000000 / 0.000000, ledger says 10.000000 / 0" in capsys.readouterr().err
+
+
+# --- issue 12, item 4: a grant's issuing transaction is reversed exactly, or refused ---
+
+
+@pytest.mark.django_db
+def test_reversing_a_pending_grants_issue_is_refused_and_says_to_void_it(wallet, grant, ledger_ok):
+    pending = grant(wallet, "25", pending=True)
+    with pytest.raises(errors.NotReversible, match=r"pending.*void the grant instead"):
+        services.reverse(transaction_id=pending.issued_by_id, actor=STAFF, idempotency_key="r1")
+    pending.refresh_from_db()
+    assert pending.status == "pending"
+    assert not LedgerTransaction.objects.filter(kind="reversal").exists()
+    # voiding is the way: a later activation is then refused, nothing is ever issued
+    services.void_grant(grant=pending, actor=STAFF, idempotency_key="v1")
+    with pytest.raises(errors.InvalidGrantState):
+        services.activate_grant(
+            grant=pending, external_transaction_id="pay-1", actor=STAFF, idempotency_key="a1"
+        )
+    wallet.refresh_from_db()
+    assert wallet.credit_balance == 0
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_reversing_the_issue_of_a_grant_activated_since_is_refused(wallet, grant, ledger_ok):
+    pending = grant(wallet, "25", pending=True)
+    activation = services.activate_grant(
+        grant=pending, external_transaction_id="pay-1", actor=STAFF, idempotency_key="a1"
+    )
+    with pytest.raises(errors.NotReversible, match=r"activated by transaction.*void the grant"):
+        services.reverse(transaction_id=pending.issued_by_id, actor=STAFF, idempotency_key="r1")
+    issue = LedgerTransaction.objects.get(pk=pending.issued_by_id)
+    assert not LedgerTransaction.objects.filter(reverses=issue).exists()  # never "reversed"
+    pending.refresh_from_db()
+    assert (pending.status, pending.remaining) == ("active", D("25"))
+    # the activation itself moved the money: its reversal is exact (credit taken back)
+    services.reverse(transaction_id=activation.pk, actor=STAFF, idempotency_key="r2")
+    pending.refresh_from_db()
+    wallet.refresh_from_db()
+    assert (pending.status, pending.remaining, wallet.credit_balance) == ("voided", 0, 0)
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_reversing_the_issue_of_a_voided_grant_is_refused(wallet, grant, ledger_ok):
+    pending = grant(wallet, "25", pending=True)
+    services.void_grant(grant=pending, actor=STAFF, idempotency_key="v1")
+    with pytest.raises(errors.NotReversible, match="already voided"):
+        services.reverse(transaction_id=pending.issued_by_id, actor=STAFF, idempotency_key="r1")
+    assert not LedgerTransaction.objects.filter(kind="reversal").exists()
+    ledger_ok()
