@@ -33,6 +33,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from billing.models import Customer, CustomerClass, ProductItem
+from billing.money import amount_text
 from jobs.parallel import Parallel
 from wallets import errors
 from wallets.actors import Actor
@@ -784,11 +785,11 @@ def refund_grant(
         if split.amount == 0:
             return None
         if split.debt and not allow_debt:
+            unused, debt = amount_text(split.without_debt), amount_text(split.debt)
             raise errors.RefundNeedsConfirmation(
-                f"{target.name} (grant {target.pk}) has {split.without_debt} {wallet.currency} "
-                f"unused; refunding {split.amount} turns {split.debt} {wallet.currency} of used "
-                "credit into debt the customer owes. Confirm that, or refund at most "
-                f"{split.without_debt}.",
+                f"{target.name} (grant {target.pk}) has {unused} {wallet.currency} unused; "
+                f"refunding {amount_text(split.amount)} turns {debt} {wallet.currency} of used "
+                f"credit into debt the customer owes. Confirm that, or refund at most {unused}.",
                 unused=split.without_debt,
                 debt=split.debt,
             )
@@ -802,11 +803,13 @@ def refund_grant(
             legs.append(Leg(wallet.receivable_account_id, funder, split.debt))
         if total == target.amount and target.status in (Status.ACTIVE, Status.EXHAUSTED):
             target.status = Status.VOIDED
-        note = f"; {split.debt} of used credit is now owed (debt)" if split.debt else ""
+        note = (
+            f"; {amount_text(split.debt)} of used credit is now owed (debt)" if split.debt else ""
+        )
         return _post(
             wallet=wallet, kind=Kind.REFUND, legs=legs, grants=[target], key=key, request_hash=request_hash,
             actor=actor, amount=split.amount, reference=reference,
-            memo=memo or f"Payment for {target.name} refunded: {split.amount}{note}",
+            memo=memo or f"Payment for {target.name} refunded: {amount_text(split.amount)}{note}",
             metadata={
                 "grant": target.pk, "refunded_total": str(total), "voided": str(split.voided),
                 "unused": str(split.unused), "expired": str(split.expired), "debt": str(split.debt),

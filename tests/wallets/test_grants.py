@@ -354,3 +354,76 @@ def test_reversing_the_issue_of_a_voided_grant_is_refused(wallet, grant, ledger_
         services.reverse(transaction_id=pending.issued_by_id, actor=STAFF, idempotency_key="r1")
     assert not LedgerTransaction.objects.filter(kind="reversal").exists()
     ledger_ok()
+
+
+# --- refunds of the payment for a grant (issue 12, item 2; Stripe end to end in tests/billing) ---
+
+
+def psp_grant(wallet, grant, amount="25"):
+    return grant(wallet, amount, funding="psp_clearing")
+
+
+@pytest.mark.django_db
+def test_refund_above_the_unused_credit_needs_allow_debt(wallet, grant, ledger_ok):
+    paid = psp_grant(wallet, grant)
+    services.draw_down(wallet=wallet, amount=D("20"), actor=STAFF, idempotency_key="u1")
+    with pytest.raises(
+        errors.RefundNeedsConfirmation,
+        match=r"5\.00 USD unused; refunding 25\.00 turns 20\.00 USD of used",
+    ):
+        services.refund_grant(grant=paid, refunded_total=D("25"), actor=STAFF, idempotency_key="f1")
+    assert not LedgerTransaction.objects.filter(kind="refund").exists()
+    first = services.refund_grant(
+        grant=paid, refunded_total=D("10"), actor=STAFF, idempotency_key="f1", allow_debt=True
+    )
+    assert entries_of(first) == [
+        ("grant/recv", "psp_clearing", D("5")),
+        ("grant/recv", "psp_clearing", D("5")),
+    ]
+    again = services.refund_grant(
+        grant=paid, refunded_total=D("10"), actor=STAFF, idempotency_key="f1", allow_debt=True
+    )
+    assert again == first  # the same total again books nothing
+    assert (
+        services.refund_grant(
+            grant=paid, refunded_total=D("10"), actor=STAFF, idempotency_key="f2", allow_debt=True
+        )
+        is None
+    )  # a total already booked, under another key: nothing more
+    services.refund_grant(
+        grant=paid, refunded_total=D("25"), actor=STAFF, idempotency_key="f3", allow_debt=True
+    )
+    paid.refresh_from_db()
+    wallet.refresh_from_db()
+    assert (paid.status, wallet.debt, wallet.credit_balance) == ("voided", D("20"), 0)
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_refund_of_a_voided_grant_moves_only_what_the_void_did_not(wallet, grant, ledger_ok):
+    paid = psp_grant(wallet, grant)
+    services.draw_down(wallet=wallet, amount=D("20"), actor=STAFF, idempotency_key="u1")
+    services.void_grant(grant=paid, actor=STAFF, idempotency_key="v1")  # 5 back to psp_clearing
+    split = services.refund_split(grant=paid, refunded_total=D("25"))
+    assert (split.voided, split.unused, split.expired, split.debt) == (D("5"), 0, 0, D("20"))
+    assert split.used == D("20") and split.without_debt == D("5")
+    services.refund_grant(grant=paid, refunded_total=D("5"), actor=STAFF, idempotency_key="f1")
+    refund = LedgerTransaction.objects.get(kind="refund")
+    assert refund.amount == D("5") and not refund.entries.exists()  # the void already moved it
+    wallet.refresh_from_db()
+    assert wallet.debt == 0
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_refund_of_a_pending_grant_is_refused(wallet, grant, ledger_ok):
+    pending = grant(wallet, "25", pending=True)
+    with pytest.raises(errors.InvalidGrantState, match="still pending"):
+        services.refund_grant(
+            grant=pending,
+            refunded_total=D("25"),
+            actor=STAFF,
+            idempotency_key="f1",
+            allow_debt=True,
+        )
+    ledger_ok()
