@@ -169,6 +169,7 @@ class LedgerTransaction(models.Model):
         DEBT_SETTLEMENT = "debt_settlement", "Debt settled from credit"
         REVERSAL = "reversal", "Reversal"
         ROUNDING = "rounding", "Rounding to the cent"
+        REFUND = "refund", "Payment for credit refunded"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     # Indexed by `tx_wallet_recent` (wallet, -id), which also serves "wallet = X".

@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import partial
 from itertools import chain
 
@@ -33,6 +33,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from billing.models import Customer, CustomerClass, ProductItem
+from billing.money import amount_text
 from jobs.parallel import Parallel
 from wallets import errors
 from wallets.actors import Actor
@@ -617,36 +618,53 @@ def settle_debt(
 def round_debt(
     *,
     wallet: Wallet | int,
-    difference: Decimal | str,
+    exact: Decimal | str,
+    quantum: Decimal | str,
     actor: Actor,
     idempotency_key: str,
+    newer: Decimal | str = ZERO,
     memo: str = "",
 ) -> LedgerTransaction | None:
-    """A document billed debt in whole cents: book the difference between the exact
-    debt (6 places) and what was billed to the `rounding` account, so the ledger
-    agrees with the invoice. Positive: billed more (receivable up); negative: less."""
+    """A document billed `exact` of debt (6 places) in whole `quantum`s (cents). What
+    is still owed of that debt *now* is rounded the same way (half up), and the
+    difference is booked against the `rounding` account, so what the customer still
+    owes is in whole cents. Debt already paid (settled exactly from credit, or by a
+    payment) is not rounded: there is nothing left to collect in cents, and a paid
+    document never gets new debt. Payments reach the oldest debt first, so `newer`
+    (debt booked after the document's period) is counted as owed before this
+    document's debt. Returns None when nothing is to round."""
     try:
-        diff = Decimal(difference)
+        billed = Decimal(exact)
+        unit = Decimal(quantum)
+        later = Decimal(newer)
     except (InvalidOperation, TypeError, ValueError):
-        raise errors.InvalidAmount(f"difference must be a number, got {difference!r}.") from None
-    if abs(diff) >= 1 or diff != diff.quantize(QUANTUM):
         raise errors.InvalidAmount(
-            f"a rounding difference is less than 1 with at most 6 decimals, got {diff}."
+            f"exact, quantum and newer must be numbers, got {exact!r}, {quantum!r}, {newer!r}."
+        ) from None
+    if not all(v.is_finite() for v in (billed, unit, later)):
+        raise errors.InvalidAmount("exact, quantum and newer must be finite numbers.")
+    if billed < 0 or later < 0 or billed != billed.quantize(QUANTUM):
+        raise errors.InvalidAmount(
+            f"exact debt must be zero or positive with at most 6 decimals, got {billed}."
         )
-    if diff == 0:
-        return None
+    if not QUANTUM <= unit <= 1:
+        raise errors.InvalidAmount(f"quantum must be between 0.000001 and 1, got {unit}.")
     key = _key(idempotency_key)
     wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
-    request_hash = _request_hash("round_debt", wallet=wallet_id, difference=diff)
+    request_hash = _request_hash(
+        "round_debt", wallet=wallet_id, exact=billed, quantum=unit, newer=later
+    )
 
-    def book() -> LedgerTransaction:
+    def book() -> LedgerTransaction | None:
         locked = _lock_wallet(wallet_id)
         earlier = _existing(key, request_hash)
         if earlier is not None:
             return earlier
+        owed = max(ZERO, min(billed, locked.debt - later))
+        diff = owed.quantize(unit, rounding=ROUND_HALF_UP) - owed
+        if diff == 0:
+            return None
         rounding = system_account(Code.ROUNDING, locked.currency).pk
-        if diff < 0 and -diff > locked.debt:
-            raise errors.InvalidAmount(f"cannot round off {-diff}: the debt is only {locked.debt}.")
         leg = (
             Leg(locked.receivable_account_id, rounding, diff)
             if diff > 0
@@ -655,6 +673,147 @@ def round_debt(
         return _post(
             wallet=locked, kind=Kind.ROUNDING, legs=[leg], grants=[], key=key, request_hash=request_hash,
             actor=actor, amount=abs(diff), memo=memo or "Rounding to the cent billed",
+            metadata={"exact": str(billed), "owed": str(owed)},
+        )  # fmt: skip
+
+    return _once(key, request_hash, book, lambda earlier: earlier)
+
+
+# --- refunds ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefundSplit:
+    """Where the money of a refund comes back from, for one grant (see `refund_grant`)."""
+
+    grant_id: int
+    amount: Decimal  # the refund still to book (refunded total − what is booked already)
+    voided: Decimal  # already given back to the funder by a void: nothing more to book
+    unused: Decimal  # taken back from the grant's remaining credit
+    expired: Decimal  # taken back from breakage (the grant expired unused)
+    debt: Decimal  # used credit: the customer now owes it (receivable)
+    used: Decimal  # credit of the grant spent so far (usage, transfers, debt paid)
+
+    @property
+    def without_debt(self) -> Decimal:
+        """What can be refunded now without turning used credit into debt."""
+        return self.voided + self.unused + self.expired
+
+
+def refund_split(*, grant: CreditGrant | int, refunded_total: Decimal | str) -> RefundSplit:
+    """How a payment refunded up to `refunded_total` (the running total, as the payment
+    provider reports it) is booked for the grant it paid for: what earlier refunds
+    have not booked yet comes back first from what a void already gave back, then
+    from the unused credit, then from what expired; the rest was used, and becomes
+    debt. Reads only; `refund_grant` books it under the wallet lock."""
+    target = _grant(grant.pk if isinstance(grant, CreditGrant) else grant)
+    total = _money(refunded_total)
+    if total > target.amount:
+        raise errors.InvalidAmount(
+            f"a refund of {total} is more than {target.name} (grant {target.pk}) was for "
+            f"({target.amount})."
+        )
+    history = list(
+        LedgerTransaction.objects.filter(
+            wallet_id=target.wallet_id,
+            kind__in=[Kind.VOID, Kind.EXPIRY, Kind.REFUND],
+            metadata__grant=target.pk,
+        )
+    )
+    refunds = [tx.metadata for tx in history if tx.kind == Kind.REFUND]
+
+    def refunded(field: str) -> Decimal:
+        return sum((Decimal(r[field]) for r in refunds), ZERO)
+
+    voids = sum((tx.amount for tx in history if tx.kind == Kind.VOID), ZERO)
+    expiries = sum((tx.amount for tx in history if tx.kind == Kind.EXPIRY), ZERO)
+    booked = max((Decimal(r["refunded_total"]) for r in refunds), default=ZERO)
+    unused = target.remaining if target.status in (Status.ACTIVE, Status.EXHAUSTED) else ZERO
+    left = max(ZERO, total - booked)
+    rest = left
+    parts = []
+    for bucket in (voids - refunded("voided"), unused, expiries - refunded("expired")):
+        part = min(rest, max(bucket, ZERO))
+        parts.append(part)
+        rest -= part
+    used = target.amount - unused - voids - expiries - refunded("unused")
+    return RefundSplit(
+        grant_id=target.pk, amount=left, voided=parts[0], unused=parts[1], expired=parts[2],
+        debt=rest, used=max(used, ZERO),
+    )  # fmt: skip
+
+
+def refund_grant(
+    *,
+    grant: CreditGrant | int,
+    refunded_total: Decimal | str,
+    actor: Actor,
+    idempotency_key: str,
+    allow_debt: bool = False,
+    reference: str = "",
+    memo: str = "",
+) -> LedgerTransaction | None:
+    """The payment for a grant was refunded (in part or in full) to the payer: its money
+    leaves the grant's funding account (psp_clearing for cards), and the ledger books
+    where it comes back from (`refund_split`): the unused credit (grant → funder), an
+    expired remainder (breakage → funder), and the used credit, which the customer now
+    owes (receivable → funder). Turning used credit into debt needs `allow_debt`
+    (staff confirmed it, or the provider already paid the money out); without it such
+    a refund raises `RefundNeedsConfirmation` and books nothing. A refund of the whole
+    grant voids it. `refunded_total` is the running total: a total already booked
+    returns None."""
+    key = _key(idempotency_key)
+    grant_id = grant.pk if isinstance(grant, CreditGrant) else grant
+    total = _money(refunded_total)
+    request_hash = _request_hash("refund", grant=grant_id, total=total)
+
+    def book() -> LedgerTransaction | None:
+        target = _grant(grant_id)
+        wallet = _lock_wallet(target.wallet_id)
+        earlier = _existing(key, request_hash)
+        if earlier is not None:
+            return earlier
+        target.refresh_from_db()
+        if target.activated_at is None:
+            if target.status == Status.PENDING:
+                raise errors.InvalidGrantState(
+                    f"{target.name} (grant {target.pk}) is still pending: its payment was never "
+                    "booked, so there is no credit to refund. Activate it first, or void it."
+                )
+            return None  # voided before it was ever paid: the ledger never held its money
+        split = refund_split(grant=target, refunded_total=total)
+        if split.amount == 0:
+            return None
+        if split.debt and not allow_debt:
+            unused, debt = amount_text(split.without_debt), amount_text(split.debt)
+            raise errors.RefundNeedsConfirmation(
+                f"{target.name} (grant {target.pk}) has {unused} {wallet.currency} unused; "
+                f"refunding {amount_text(split.amount)} turns {debt} {wallet.currency} of used "
+                f"credit into debt the customer owes. Confirm that, or refund at most {unused}.",
+                unused=split.without_debt,
+                debt=split.debt,
+            )
+        funder = system_account(target.funding_code, wallet.currency).pk
+        legs = [Leg(target.account_id, funder, split.unused)]
+        if split.expired:
+            legs.append(
+                Leg(system_account(Code.BREAKAGE, wallet.currency).pk, funder, split.expired)
+            )
+        if split.debt:
+            legs.append(Leg(wallet.receivable_account_id, funder, split.debt))
+        if total == target.amount and target.status in (Status.ACTIVE, Status.EXHAUSTED):
+            target.status = Status.VOIDED
+        note = (
+            f"; {amount_text(split.debt)} of used credit is now owed (debt)" if split.debt else ""
+        )
+        return _post(
+            wallet=wallet, kind=Kind.REFUND, legs=legs, grants=[target], key=key, request_hash=request_hash,
+            actor=actor, amount=split.amount, reference=reference,
+            memo=memo or f"Payment for {target.name} refunded: {amount_text(split.amount)}{note}",
+            metadata={
+                "grant": target.pk, "refunded_total": str(total), "voided": str(split.voided),
+                "unused": str(split.unused), "expired": str(split.expired), "debt": str(split.debt),
+            },
         )  # fmt: skip
 
     return _once(key, request_hash, book, lambda earlier: earlier)
@@ -765,7 +924,9 @@ def reverse(
 
     Credit returns to the very grants it came from, with their original expiry and
     conditions (a grant that has since expired sends it straight on to breakage).
-    Issued credit can be taken back only while unspent."""
+    A reversal is the exact mirror of its transaction or it is refused: issued credit
+    can be taken back only while unspent, and the issue of a grant created pending
+    (which moved no money) is refused with a message to void the grant instead."""
     key = _key(idempotency_key)
     request_hash = _request_hash("reverse", transaction=transaction_id)
 
@@ -791,6 +952,8 @@ def reverse(
             raise errors.NotReversible(f"transaction {original.pk} has already been reversed.")
 
         entries = list(original.entries.all())
+        if original.kind == Kind.GRANT and not entries:
+            _refuse_reversing_a_pending_issue(original)
         accounts = {e.debit_account_id for e in entries} | {e.credit_account_id for e in entries}
         grants = {g.account_id: g for g in CreditGrant.objects.filter(account_id__in=accounts)}
         legs = [Leg(e.credit_account_id, e.debit_account_id, e.amount) for e in entries]
@@ -837,6 +1000,38 @@ def reverse(
         return tx
 
     return _once(key, request_hash, book, lambda earlier: earlier)
+
+
+def _refuse_reversing_a_pending_issue(original: LedgerTransaction) -> None:
+    """The issue of a grant created pending booked no money: swapping its (no) entries
+    would change nothing, and the grant would stay pending, or keep the credit its
+    activation gave it. A grant is cancelled by voiding it, which does it exactly
+    (pending: never becomes credit; active: the unused part back to its funder)."""
+    grant = CreditGrant.objects.filter(issued_by=original).first()
+    if grant is None:
+        raise errors.NotReversible(f"transaction {original.pk} moved no money; nothing to reverse.")
+    label = f"{grant.name} (grant {grant.pk})"
+    if grant.status == Status.PENDING:
+        raise errors.NotReversible(
+            f"{label} is pending (awaiting payment): its issuing transaction moved no money, "
+            "so reversing it would change nothing; void the grant instead."
+        )
+    if grant.status in (Status.ACTIVE, Status.EXHAUSTED):
+        activation = (
+            LedgerTransaction.objects.filter(kind=Kind.ACTIVATION, metadata__grant=grant.pk)
+            .order_by("pk")
+            .first()
+        )
+        by = f"transaction {activation.pk}" if activation else "a later transaction"
+        raise errors.NotReversible(
+            f"{label} was activated by {by}: its issuing transaction moved no money, and "
+            "reversing it would leave the credit in place; void the grant instead (its "
+            "unused part goes back to its funder)."
+        )
+    raise errors.NotReversible(
+        f"{label} is already {grant.get_status_display().lower()}; its issuing transaction "
+        "moved no money, so there is nothing to reverse."
+    )
 
 
 def _net_into_grants(entries: list[Entry], grants: dict[int, CreditGrant]) -> dict[int, Decimal]:
