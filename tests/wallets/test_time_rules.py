@@ -14,12 +14,11 @@ from decimal import Decimal
 
 import pytest
 import time_machine
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from django.db import connection
 from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.billing.conftest import api_key, calls, credit, price  # noqa: F401 - shared fixtures
 from tests.wallets.conftest import STAFF
 from wallets import errors, services
 from wallets.models import LedgerTransaction, Notification, Wallet
@@ -62,7 +61,9 @@ def test_back_dated_batch_cannot_borrow_under_a_lapsed_increase(wallet, events, 
     until = lapsed_increase(wallet)
     charges = [
         services.UsageCharge(
-            amount=D("800"), idempotency_key=f"u{n}", item_id=None,
+            amount=D("800"),
+            idempotency_key=f"u{n}",
+            item_id=None,
             at=until - timedelta(hours=1, minutes=n),
         )  # fmt: skip
         for n in range(events)
