@@ -30,6 +30,7 @@ from functools import partial
 from itertools import chain
 
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing.models import Customer, CustomerClass, ProductItem
@@ -143,23 +144,38 @@ def copy_warning_thresholds(customer: Customer) -> int:
     """Copy the customer's low-funds and credit-limit warning thresholds (or its
     class's defaults where its own are empty) onto its wallets, where the
     `wallets_balance_warnings` trigger reads them on every change of the cached
-    balances (migration 0006). Called by `Customer.save`; returns the number of
-    wallets updated. Touches no ledger row and no balance."""
-    return Wallet.objects.filter(customer=customer).update(**_warning_arrays(customer))
+    balances (migration 0006). Called explicitly by whatever changed the customer
+    (admin, portal alerts page), never by `Customer.save`; the wallets are locked
+    in id order first, like every other multi-wallet write, so it cannot deadlock
+    with the expiry sweep or a transfer. Returns the number of wallets updated.
+    Touches no ledger row and no balance."""
+    with transaction.atomic():
+        ids = _lock_wallet_ids(Wallet.objects.filter(customer=customer))
+        return Wallet.objects.filter(pk__in=ids).update(**_warning_arrays(customer))
 
 
 def copy_class_warning_thresholds(klass: CustomerClass) -> int:
     """A class's default thresholds changed: copy them onto the wallets of its
-    customers whose own lists are empty (two set-based updates, one per list).
-    Called by `CustomerClass.save`; returns the number of wallet rows updated."""
+    customers whose own lists are empty (two set-based updates, one per list), after
+    locking those wallets in id order. Called explicitly by the admin that changed
+    the class, never by `CustomerClass.save`; returns the number of wallet rows
+    updated."""
     from billing.thresholds import parse_amounts, parse_percents
 
-    members = Wallet.objects.filter(customer__customer_class=klass)
-    return members.filter(customer__low_funds_thresholds="").update(
-        low_funds_thresholds=parse_amounts(klass.low_funds_thresholds) or None
-    ) + members.filter(customer__credit_limit_warnings="").update(
-        credit_limit_warnings=parse_percents(klass.credit_limit_warnings) or None
-    )
+    with transaction.atomic():
+        members = Wallet.objects.filter(pk__in=_lock_wallet_ids(
+            Wallet.objects.filter(customer__customer_class=klass)
+        ))  # fmt: skip
+        return members.filter(customer__low_funds_thresholds="").update(
+            low_funds_thresholds=parse_amounts(klass.low_funds_thresholds) or None
+        ) + members.filter(customer__credit_limit_warnings="").update(
+            credit_limit_warnings=parse_percents(klass.credit_limit_warnings) or None
+        )
+
+
+def _lock_wallet_ids(wallets: QuerySet[Wallet]) -> list[int]:
+    """Lock these wallets in id order (the order every multi-wallet write uses)."""
+    return list(wallets.select_for_update(of=("self",)).order_by("pk").values_list("pk", flat=True))
 
 
 # --- posting ----------------------------------------------------------------------
