@@ -328,7 +328,6 @@ def test_a_partner_key_cannot_reverse_other_partners_usage(api, client, alice, f
 def test_usage_that_crosses_a_low_funds_threshold_queues_the_warning(api, alice, funded):
     """Real-time draw-down through the API triggers the balance warnings (issue 7)."""
     from wallets.models import Notification
-
     from wallets.services import copy_warning_thresholds
 
     alice.low_funds_thresholds = "5"
