@@ -11,6 +11,7 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 
 from billing.models import Customer, PortalUser
 from invoices.models import Invoice
@@ -44,7 +45,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "condition_item"
         )
         wallet.recent = wallet.transactions.order_by("-id")[:10]
-    return render(request, "portal/dashboard.html", {"customer": customer, "wallets": wallets})
+    # `now`: a credit not yet effective (or expired, not yet swept) is shown as such;
+    # available funds leave it out (Wallet.available_funds).
+    context = {"customer": customer, "wallets": wallets, "now": timezone.now()}
+    return render(request, "portal/dashboard.html", context)
 
 
 @customer_required

@@ -40,12 +40,12 @@ def test_the_copy_locks_the_wallets_in_id_order_first():
     customer = CustomerFactory(customer_class=klass)
     for currency in ("USD", "EUR", "GBP"):
         services.open_wallet(customer=customer, currency=currency)
-    for copy, target in (
-        (services.copy_warning_thresholds, customer),
-        (services.copy_class_warning_thresholds, klass),
+    for copy, target, rows in (
+        (services.copy_warning_thresholds, customer, 3),
+        (services.copy_class_warning_thresholds, klass, 6),  # one update per list
     ):
         with CaptureQueriesContext(connection) as copied:
-            assert copy(target) == 3
+            assert copy(target) == rows
         first, *updates = wallet_statements(copied.captured_queries)
         assert first.startswith('SELECT "wallets_wallet"."id"'), first
         assert first.endswith('ORDER BY 1 ASC FOR UPDATE OF "wallets_wallet"'), first

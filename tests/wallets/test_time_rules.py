@@ -163,6 +163,7 @@ def test_readers_show_the_same_available_funds(mixed, alice, client, api_key):
     client.force_login(PortalUser.objects.get(customer=alice).user)
     page = client.get("/portal/").content.decode()
     assert 'id="available-USD">100.00<' in page
+    assert "Usable from" in page and "<td>Expired</td>" in page
 
 
 @pytest.mark.django_db
