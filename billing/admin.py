@@ -33,6 +33,7 @@ from billing.stripe_gateway import stripe_enabled
 from billing.usage import reverse_usage
 from wallets.actors import Actor
 from wallets.errors import WalletError
+from wallets.services import copy_class_warning_thresholds, copy_warning_thresholds
 
 
 @admin.register(Partner)
@@ -52,6 +53,10 @@ class PartnerAdmin(admin.ModelAdmin):
         return obj.customers.count()
 
 
+# Changing these (on a customer or a class) copies them onto the wallets, explicitly.
+WARNING_FIELDS = {"low_funds_thresholds", "credit_limit_warnings"}
+
+
 @admin.register(CustomerClass)
 class CustomerClassAdmin(admin.ModelAdmin):
     list_display = [
@@ -64,6 +69,11 @@ class CustomerClassAdmin(admin.ModelAdmin):
     ]
     list_filter = ["transfers_allowed"]
     search_fields = ["name"]
+
+    def save_model(self, request: HttpRequest, obj: CustomerClass, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and WARNING_FIELDS & set(form.changed_data):
+            copy_class_warning_thresholds(obj)
 
 
 class PortalUserInline(admin.TabularInline):
@@ -132,6 +142,11 @@ class CustomerAdmin(admin.ModelAdmin):
         ("Payments", {"fields": ["stripe_link", "stripe_customer_id"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
+
+    def save_model(self, request: HttpRequest, obj: Customer, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and (WARNING_FIELDS | {"customer_class"}) & set(form.changed_data):
+            copy_warning_thresholds(obj)
 
     @admin.display(description="balances")
     def balances(self, obj: Customer) -> str:

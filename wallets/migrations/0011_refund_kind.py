@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("wallets", "0009_draw_down_one_figures"),
+        ("wallets", "0010_money_in_time"),
     ]
 
     operations = [
