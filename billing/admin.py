@@ -1,7 +1,9 @@
 import json
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any, cast
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
@@ -31,6 +33,7 @@ from billing.stripe_gateway import stripe_enabled
 from billing.usage import reverse_usage
 from wallets.actors import Actor
 from wallets.errors import WalletError
+from wallets.services import copy_class_warning_thresholds, copy_warning_thresholds
 
 
 @admin.register(Partner)
@@ -50,6 +53,10 @@ class PartnerAdmin(admin.ModelAdmin):
         return obj.customers.count()
 
 
+# Changing these (on a customer or a class) copies them onto the wallets, explicitly.
+WARNING_FIELDS = {"low_funds_thresholds", "credit_limit_warnings"}
+
+
 @admin.register(CustomerClass)
 class CustomerClassAdmin(admin.ModelAdmin):
     list_display = [
@@ -62,6 +69,11 @@ class CustomerClassAdmin(admin.ModelAdmin):
     ]
     list_filter = ["transfers_allowed"]
     search_fields = ["name"]
+
+    def save_model(self, request: HttpRequest, obj: CustomerClass, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and WARNING_FIELDS & set(form.changed_data):
+            copy_class_warning_thresholds(obj)
 
 
 class PortalUserInline(admin.TabularInline):
@@ -130,6 +142,11 @@ class CustomerAdmin(admin.ModelAdmin):
         ("Payments", {"fields": ["stripe_link", "stripe_customer_id"]}),
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
+
+    def save_model(self, request: HttpRequest, obj: Customer, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        if change and (WARNING_FIELDS | {"customer_class"}) & set(form.changed_data):
+            copy_warning_thresholds(obj)
 
     @admin.display(description="balances")
     def balances(self, obj: Customer) -> str:
@@ -420,6 +437,42 @@ class EffectsFilter(admin.SimpleListFilter):
         return queryset
 
 
+class RefundForm(forms.Form):
+    amount = forms.DecimalField(
+        required=False,
+        min_value=Decimal("0.01"),
+        decimal_places=2,
+        help_text="Leave empty to refund everything not yet refunded (of each selected charge).",
+    )
+    turn_used_credit_into_debt = forms.BooleanField(
+        required=False,
+        label="Turn used credit into debt",
+        help_text="Needed when the refund is more than the grant's unused credit: the customer "
+        "gets that money back and then owes the used part (booked as debt on their account).",
+    )
+
+
+def refund_note(charge: StripeCharge) -> str:
+    """What a full refund of the charge would book: unused vs used, and the debt."""
+    left = f"{amount_text(charge.refundable_amount)} {charge.currency} left to refund"
+    try:
+        preview = stripe_services.refund_preview(charge=charge)
+    except WalletError as exc:
+        return f"{left}; {exc}"
+    if preview is None:
+        return f"{left}; pays for no credit grant (nothing to book in the ledger)"
+    unused, used = amount_text(preview.without_debt), amount_text(preview.used)
+    outcome = (
+        f"a full refund makes {amount_text(preview.debt)} {charge.currency} of debt"
+        if preview.debt
+        else "a full refund makes no debt"
+    )
+    return (
+        f"{left}; grant #{charge.grant_id}: {unused} {charge.currency} unused, "
+        f"{used} {charge.currency} used — {outcome}"
+    )
+
+
 @admin.register(StripeCharge)
 class StripeChargeAdmin(ReadOnlyAdmin):
     list_display = [
@@ -442,7 +495,7 @@ class StripeChargeAdmin(ReadOnlyAdmin):
     ]
     list_select_related = ["customer"]
     date_hierarchy = "created_at"
-    actions = ["retry"]
+    actions = ["retry", "refund"]
     readonly_fields = [f.name for f in StripeCharge._meta.fields]
     fieldsets = [
         (
@@ -503,6 +556,34 @@ class StripeChargeAdmin(ReadOnlyAdmin):
             run=lambda c, _: stripe_services.retry_charge(charge=c).get_status_display().lower(),
             expected=(BillingError,),
         )
+
+    @admin.action(description="Refund the selected charges", permissions=["act"])
+    def refund(
+        self, request: HttpRequest, queryset: QuerySet[StripeCharge]
+    ) -> TemplateResponse | None:
+        refundable = [c for c in queryset.order_by("pk") if c.refundable_amount > 0]
+        left = queryset.count() - len(refundable)
+
+        def run(charge: StripeCharge, data: dict[str, Any]) -> str:
+            done = stripe_services.refund_charge(
+                charge=charge, initiated_by=str(request.user), amount=data.get("amount"),
+                allow_debt=bool(data.get("turn_used_credit_into_debt")),
+            )  # fmt: skip
+            return done.get_status_display().lower()
+
+        return confirm_action(
+            self, request, action_name="refund", title="Refund charges", destructive=True,
+            question=(
+                "Give this money back to the card? A charge that paid for credit is refunded "
+                "from that credit: its unused part first. A refund above the unused credit "
+                "gives the customer back money for credit they already used; it is refused "
+                "unless you tick \u201cTurn used credit into debt\u201d, and then the used "
+                "part is booked as debt the customer owes."
+            ),
+            confirm_label="Yes, refund", items=[(c, refund_note(c)) for c in refundable],
+            skipped=f"{left} selected charge(s) have nothing left to refund." if left else "",
+            run=run, expected=(BillingError, WalletError), form_class=RefundForm,
+        )  # fmt: skip
 
 
 @admin.register(UsageEvent)

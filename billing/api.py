@@ -292,7 +292,8 @@ class BalanceOut(Schema):
     temporary_credit_increase: Money
     temporary_increase_valid_until: datetime | None
     available_funds: Money = Field(
-        description="unrestricted credit + effective credit limit − debt"
+        description="unrestricted credit in force now (effective, not expired) + effective "
+        "credit limit − debt; credit not yet effective or expired is in credit_balance only"
     )
     pending_grants: int = Field(description="Grants awaiting activation (Requires Action).")
 

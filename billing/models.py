@@ -111,11 +111,10 @@ class CustomerClass(models.Model):
         return self.name
 
     def save(self, *args, **kwargs) -> None:
+        # The wallets get the new defaults from an explicit service call by whoever
+        # changed the class (`wallets.services.copy_class_warning_thresholds`).
         thresholds.normalise(self)
         super().save(*args, **kwargs)
-        from wallets.services import copy_class_warning_thresholds  # wallets imports billing
-
-        copy_class_warning_thresholds(self)
 
     @property
     def max_temporary_increase_duration(self) -> timedelta | None:
@@ -215,17 +214,10 @@ class Customer(models.Model):
     def save(self, *args, **kwargs) -> None:
         if not self.account_number:
             self.account_number = next_account_number()
-        thresholds.normalise(self)  # "50, 20, 5" / "80%, 90%": the wallets get the same
+        # "50, 20, 5" / "80%, 90%"; the wallets get them from an explicit service
+        # call by whoever changed the customer (`wallets.services.copy_warning_thresholds`).
+        thresholds.normalise(self)
         super().save(*args, **kwargs)
-        update_fields = kwargs.get("update_fields")
-        if update_fields is None or {
-            "low_funds_thresholds",
-            "credit_limit_warnings",
-            "customer_class",
-        } & set(update_fields):
-            from wallets.services import copy_warning_thresholds  # wallets imports billing
-
-            copy_warning_thresholds(self)
 
     def get_absolute_url(self) -> str:
         return reverse("admin:billing_customer_change", args=[self.pk])

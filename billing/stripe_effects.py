@@ -21,8 +21,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from billing.errors import StripeMismatch
-
 if TYPE_CHECKING:
     from billing.models import StripeCharge
 
@@ -69,23 +67,29 @@ def on_charge_failed(charge: StripeCharge) -> None:
     )
 
 
-def on_charge_refunded(charge: StripeCharge, amount: Decimal) -> None:
-    """``amount`` is the total refunded so far. A full refund voids the grant.
+def refund_split(charge: StripeCharge, total: Decimal) -> Any:
+    """Where a refund of the charge up to ``total`` comes back from (unused, expired, debt)."""
+    return _services().refund_split(grant=charge.grant_id, refunded_total=total)
 
-    A partial refund cannot be mirrored by voiding; our refund service refuses it
-    for grants, so it can only come from the Stripe dashboard. It is reported as
-    an effect error on the charge for staff to settle by hand.
+
+def on_charge_refunded(charge: StripeCharge, amount: Decimal) -> None:
+    """``amount`` is the total refunded so far; each new total books what it adds.
+
+    The money has left Stripe (our refund service, or staff in the Stripe dashboard,
+    which arrives as a ``charge.refunded`` webhook), so psp_clearing must take it
+    back exactly: from the grant's unused credit first, then what expired, and the
+    rest, credit already used, as debt the customer owes. A refund of the whole
+    charge voids the grant. Our refund service asks staff to confirm the debt before
+    it calls Stripe; here it is a fact, booked and named in the transaction's memo.
     """
     if charge.grant_id is None:
         return
-    if amount != charge.amount:
-        raise StripeMismatch(
-            f"{amount} of {charge.amount} {charge.currency} was refunded at Stripe for grant "
-            f"#{charge.grant_id}; a partial refund does not change the grant. Adjust it by hand."
-        )
-    _services().void_grant(
+    total = str(amount)
+    _services().refund_grant(
         grant=charge.grant_id,
+        refunded_total=amount,
         actor=_system_actor(),
-        idempotency_key=f"stripe:{charge.payment_intent_id}:refund-void",
-        reason=f"Card payment {charge.payment_intent_id} refunded in full",
+        idempotency_key=f"stripe:{charge.payment_intent_id}:refunded-total:{total}",
+        allow_debt=True,
+        reference=charge.payment_intent_id,
     )

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F
@@ -34,6 +35,7 @@ from billing.errors import (
     StripeUnavailable,
 )
 from billing.models import Customer, StripeCharge, StripePaymentMethod
+from billing.money import amount_text
 from billing.stripe_gateway import (
     PaymentIntentState,
     from_stripe_amount,
@@ -304,12 +306,18 @@ def retry_charge(*, charge: StripeCharge) -> StripeCharge:
 
 
 def refund_charge(
-    *, charge: StripeCharge, initiated_by: str, amount: Decimal | None = None
+    *,
+    charge: StripeCharge,
+    initiated_by: str,
+    amount: Decimal | None = None,
+    allow_debt: bool = False,
 ) -> StripeCharge:
     """Give money back to the card. Defaults to everything not yet refunded.
 
-    A charge that paid for a grant is refunded in full only: the grant is then
-    voided; a partial refund would leave credit without its money.
+    A charge that paid for a grant gets its money back from that grant's credit
+    (``refund_preview``): the unused part first; a refund above what is unused turns
+    the used part into debt the customer owes, and is refused unless staff confirm it
+    (``allow_debt``). The ledger books exactly that once Stripe has refunded.
     """
     require_stripe()
     charge = StripeCharge.objects.get(pk=charge.pk)
@@ -325,10 +333,15 @@ def refund_charge(
             f"Refund {amount} {charge.currency}? Stripe charge #{charge.pk} has "
             f"{refundable} {charge.currency} left to refund."
         )
-    if charge.grant_id is not None and amount != charge.amount:
+    preview = refund_preview(charge=charge, amount=amount)
+    if preview is not None and preview.debt and not allow_debt:
+        unused, debt = amount_text(preview.without_debt), amount_text(preview.debt)
         raise ChargeNotRefundable(
-            f"Stripe charge #{charge.pk} paid for grant #{charge.grant_id}: refund it in full "
-            f"({charge.amount} {charge.currency}), which voids the grant."
+            f"Refund {amount} {charge.currency}? Grant #{charge.grant_id} paid by Stripe charge "
+            f"#{charge.pk} has {unused} {charge.currency} unused; the other {debt} "
+            f"{charge.currency} of this refund was used and would become debt the customer "
+            f"owes. Confirm turning the used part into debt, or refund at most {unused} "
+            f"{charge.currency}."
         )
     before = to_stripe_amount(charge.refunded_amount, charge.currency)
     minor = to_stripe_amount(amount, charge.currency)
@@ -354,6 +367,16 @@ def refund_charge(
     _record(charge.pk, record)
     apply_charge_effects(charge_id=charge.pk)
     return StripeCharge.objects.get(pk=charge.pk)
+
+
+def refund_preview(*, charge: StripeCharge, amount: Decimal | None = None) -> Any:
+    """For a charge that paid for a grant: how a refund of ``amount`` (default: all
+    that is left) would be booked (a ``wallets.services.RefundSplit``: unused, expired,
+    debt). None for a charge without a grant."""
+    if charge.grant_id is None:
+        return None
+    amount = charge.refundable_amount if amount is None else amount
+    return stripe_effects.refund_split(charge, charge.refunded_amount + amount)
 
 
 def apply_charge_effects(*, charge_id: int, force: bool = False) -> bool:

@@ -64,7 +64,7 @@ from billing.rating import (
 from wallets import errors as wallet_errors
 from wallets import services
 from wallets.actors import Actor
-from wallets.models import LedgerTransaction, Wallet
+from wallets.models import LedgerTransaction
 
 __all__ = [
     "ReversalOutcome",
@@ -584,13 +584,14 @@ def _record_refusals(
 
 
 # The wallet as it is now (locked by the draw-down in this transaction, when there
-# was one), and which of the given grants are restricted. A read only: the answer
-# needs the restricted balance and the credit limit, which DrawDown does not carry.
+# was one), its available funds at `now` (`wallets_available_funds`, wallets 0010:
+# the one definition) and which of the given grants were spendable credit then
+# (unrestricted, in force at `now`). A read only.
 WALLET_NOW_SQL = """
-SELECT credit_balance, restricted_balance, debt, credit_limit,
-       temporary_credit_increase, temporary_increase_valid_until,
+SELECT credit_balance, debt, wallets_available_funds(id, %(now)s),
        ARRAY(SELECT g.id FROM wallets_creditgrant g
-             WHERE g.id = ANY(%(grant_ids)s) AND g.restricted)
+             WHERE g.id = ANY(%(grant_ids)s) AND NOT g.restricted
+               AND wallets_grant_in_force(g.effective_at, g.expires_at, %(now)s))
 FROM wallets_wallet WHERE id = %(wallet_id)s
 """
 
@@ -618,30 +619,28 @@ def _figures_after_each(
     grant_ids = sorted({grant_id for d in changes if d for grant_id, _ in d.lots})
     with prepared_cursor() as cursor:
         cursor.execute(
-            WALLET_NOW_SQL, {"wallet_id": wallet_id, "grant_ids": grant_ids}, prepare=True
+            WALLET_NOW_SQL,
+            {"wallet_id": wallet_id, "grant_ids": grant_ids, "now": timezone.now()},
+            prepare=True,
         )
         row = cursor.fetchone()
     assert row is not None, f"wallet {wallet_id} vanished"
-    balance, restricted, debt, limit, increase, until, restricted_grants = row
-    now = timezone.now()
-    wallet = Wallet(
-        credit_limit=limit, temporary_credit_increase=increase,
-        temporary_increase_valid_until=until,
-    )  # fmt: skip
+    balance, debt, available, spendable_grants = row
     figures: list[dict[str, str]] = []
     for change in reversed(changes):
-        wallet.credit_balance, wallet.restricted_balance, wallet.debt = balance, restricted, debt
         figures.append(
             {
                 "credit_balance": decimal_text(balance),
                 "debt": decimal_text(debt),
-                "available_funds": decimal_text(wallet.available_funds(now)),
+                "available_funds": decimal_text(available),
             }
         )
         if change is not None:  # the wallet before this event
             balance += change.from_credits
-            restricted += sum((a for g, a in change.lots if g in restricted_grants), Decimal(0))
             debt -= change.to_debt
+            available += change.to_debt + sum(
+                (a for g, a in change.lots if g in spendable_grants), Decimal(0)
+            )
     figures.reverse()
     return figures
 

@@ -5,9 +5,11 @@ Without DATABASE_URL/REDIS_URL the app points at the private servers that
 `config.devservers` runs under var/ (`make run` starts them).
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from config.devservers import DEFAULT_DIR, database_url, redis_url
 
@@ -40,6 +42,8 @@ INSTALLED_APPS = [
     "invoices",
     "refillcards",
     "portal",
+    "axes",
+    "config.logins",
 ]
 
 MIDDLEWARE = [
@@ -54,6 +58,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a sign-in that django-axes refused into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -157,6 +163,39 @@ LOGIN_URL = "portal:login"
 LOGIN_REDIRECT_URL = "portal:dashboard"
 LOGOUT_REDIRECT_URL = "portal:login"
 
+# --- Sign-in lockout (django-axes; config/logins/) -------------------------------------
+# LOGIN_FAILURE_LIMIT failed sign-ins in a row lock the account (from every address)
+# and the client address (for every account) until LOGIN_LOCKOUT_MINUTES after the
+# last failure, on the portal's and the admin's sign-in pages. Failures are rows in
+# PostgreSQL (axes' database handler): staff see and clear them in the admin. The
+# API (bearer keys) does not sign in with a password and is not counted.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked sign-in
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env.bool("LOGIN_LOCKOUT_ENABLED", default=True)
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+if AXES_FAILURE_LIMIT < 1 or AXES_COOLOFF_TIME < timedelta(minutes=1):
+    raise ImproperlyConfigured("LOGIN_FAILURE_LIMIT and LOGIN_LOCKOUT_MINUTES must be at least 1")
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A lock lasts its cool-off from the last failure that counted: tries while locked
+# neither extend it (the time on the page stays true) nor write a row. A success does
+# not reset the count (it would let anyone with an account reset their address's).
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = False
+AXES_DISABLE_ACCESS_LOG = True  # no row per successful sign-in
+AXES_ENABLE_ADMIN = False  # config.logins.admin shows the lockouts instead
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_LOCKOUT_CALLABLE = "config.logins.lockout.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "config.logins.lockout.client_ip"
+AXES_USERNAME_CALLABLE = "config.logins.lockout.attempted_username"
+# Proxies in front of the app that each append the address they saw to
+# X-Forwarded-For (1 for one nginx or load balancer). 0: the client is REMOTE_ADDR
+# and X-Forwarded-For is ignored (anyone can write it).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
 # --- Locale and time -----------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", default="UTC")
@@ -223,5 +262,10 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # django-axes says INFO on every start and sign-in; its warnings (failures,
+        # lockouts) stay.
+        "axes": {"level": "WARNING"},
+    },
 }

@@ -81,11 +81,14 @@ def issue_usage_invoice(
     charges: list[BilledUsage],
     wallet_id: int | None,
     actor: Actor,
+    newer_debt: Decimal = Decimal("0"),
 ) -> Invoice:
     """One invoice for the customer's usage in the period: a line per product item
     and unit price, the subtotal, the prepaid credits applied and the amount due
-    (the part of the usage that became debt). Rounded once; the rounding of the
-    debt is booked so the ledger agrees with the page."""
+    (the part of the usage that became debt). Rounded once; what is still owed of
+    that debt is rounded the same way in the ledger (`round_debt`), so the customer
+    owes whole cents; debt already paid is not rounded. `newer_debt` is the debt of
+    later usage (not on this invoice), which payments reach after this one's."""
     groups: dict[tuple[int, Decimal], list[BilledUsage]] = defaultdict(list)
     for charge in charges:
         groups[(charge.item.pk, charge.unit_price)].append(charge)
@@ -114,14 +117,18 @@ def issue_usage_invoice(
         for i, k in enumerate(keys)
     )
     invoice.usage_events.set([c.event_id for c in charges])
-    if wallet_id is not None and due != due_exact:
+    if wallet_id is not None and due_exact:
         tx = wallet_services.round_debt(
-            wallet=wallet_id, difference=due - due_exact, actor=actor,
+            wallet=wallet_id, exact=due_exact, quantum=CENT, newer=newer_debt, actor=actor,
             idempotency_key=f"invoice:{invoice.pk}:rounding", memo=f"Rounding on invoice {invoice.display_number}",
         )  # fmt: skip
         invoice.rounding_transaction_id = tx.pk if tx else None
     invoice.save(update_fields=["number", "rounding_transaction_id"])
     return invoice
+
+
+def rounding_void_key(invoice: Invoice) -> str:
+    return f"invoice:{invoice.pk}:rounding:void"
 
 
 @transaction.atomic
@@ -136,7 +143,7 @@ def mark_void(*, invoice: Invoice, reason: str, actor: Actor) -> Invoice:
         wallet_services.reverse(
             transaction_id=locked.rounding_transaction_id,
             actor=actor,
-            idempotency_key=f"invoice:{locked.pk}:rounding:void",
+            idempotency_key=rounding_void_key(locked),
         )
     locked.status = Invoice.Status.VOID
     locked.voided_at = timezone.now()

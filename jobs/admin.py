@@ -138,6 +138,9 @@ class JobHealthAdmin(admin.ModelAdmin):
                     )
                     if row.periodic_task
                     else "",
+                    "run_url": reverse("admin:jobs_jobrun_change", args=[row.last_run.pk])
+                    if row.last_run
+                    else "",
                     "runs_url": reverse("admin:jobs_jobrun_changelist")
                     + f"?job_name={row.job.name}",
                 }

@@ -87,6 +87,10 @@ def job_health(*, now: datetime | None = None, jobs: Iterable[Job] = JOBS) -> li
             state, note = "waiting", "Not run yet."
         if last_run is not None and last_run.status == JobRun.Status.FAILED and state == "ok":
             note = "The last run failed; see its error."
+        elif last_run is not None and last_run.items_failed and state == "ok":
+            # Work that goes on past a failed item (one customer's invoice) still
+            # succeeds; the items it could not do are named in the run's errors.
+            note = f"{last_run.items_failed} item(s) failed in the last run; see its errors."
         report.append(
             JobHealth(
                 job=job,

@@ -47,6 +47,18 @@ JOBS: tuple[Job, ...] = (
         batch_size=2000,
     ),
     Job(
+        name="settle_debts",
+        task="wallets.tasks.settle_debts",
+        every=timedelta(minutes=5),
+        title="Settle debt from credit now in force",
+        description=(
+            "Credit that was not yet effective when it was granted pays no debt at once; "
+            "once it is in force this job pays each owing wallet's debt from its "
+            "unrestricted credit (settle_debt, key settle:in-force:<wallet>:<last tx>)."
+        ),
+        batch_size=200,
+    ),
+    Job(
         name="issue_recurring_grants",
         task="wallets.tasks.issue_recurring_grants",
         every=timedelta(hours=1),

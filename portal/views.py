@@ -8,12 +8,15 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.paginator import Paginator
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 
 from billing.models import Customer, PortalUser
 from invoices.models import Invoice
 from invoices.pdf import render_invoice_pdf
+from wallets import services
 from wallets.models import LedgerTransaction, Notification
 
 
@@ -42,7 +45,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             "condition_item"
         )
         wallet.recent = wallet.transactions.order_by("-id")[:10]
-    return render(request, "portal/dashboard.html", {"customer": customer, "wallets": wallets})
+    # `now`: a credit not yet effective (or expired, not yet swept) is shown as such;
+    # available funds leave it out (Wallet.available_funds).
+    context = {"customer": customer, "wallets": wallets, "now": timezone.now()}
+    return render(request, "portal/dashboard.html", context)
 
 
 @customer_required
@@ -74,7 +80,9 @@ def alerts(request: HttpRequest) -> HttpResponse:
     customer = request.customer  # type: ignore[attr-defined]
     form = AlertsForm(request.POST or None, instance=customer)
     if request.method == "POST" and form.is_valid():
-        form.save()
+        with transaction.atomic():
+            form.save()
+            services.copy_warning_thresholds(customer)
         messages.success(request, "Your balance warnings are saved.")
         return redirect("portal:alerts")
     sent = Notification.objects.filter(

@@ -332,7 +332,7 @@ class CreditGrantAdmin(ReadOnlyAdmin):
             idempotency_key=f"admin-grant:{request.POST.get('csrfmiddlewaretoken', '')}:{customer.pk}",
             pending=data["payment"] in ("reconcile_later", "now") and data["kind"] != "free",
             effective_at=starts,
-            expires_at=data["expires_at"] or services.default_expiry(starts),
+            expires_at=data["expires_at"],  # none: the service applies the default period
             priority=data["priority"],
             condition_item=data["condition_item"],
             condition_dimensions=data["condition_dimensions"],

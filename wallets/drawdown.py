@@ -46,17 +46,12 @@ class DrawDown:
     balance_after: Decimal
     debt_after: Decimal
     replayed: bool = False
-    # The wallet right after this draw-down, for "available funds after it" (None
-    # on a replay): its restricted credit and its effective credit limit.
+    # The wallet right after this draw-down (None on a replay): its restricted
+    # credit, its effective credit limit and `Wallet.available_funds` at the time of
+    # the call (credit not yet effective, or expired but not swept, not counted).
     restricted_after: Decimal | None = None
     credit_limit: Decimal | None = None
-
-    @property
-    def available_after(self) -> Decimal | None:
-        """Wallet.available_funds right after this draw-down (None on a replay)."""
-        if self.restricted_after is None or self.credit_limit is None:
-            return None
-        return self.balance_after - self.restricted_after + self.credit_limit - self.debt_after
+    available_after: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +116,9 @@ def draw_down(
     key = _key(idempotency_key)
     dims = _dimensions(dimensions)
     now = timezone.now()
-    request_hash = _usage_request_hash(wallet_id, value, item_id, dims, reference)
+    request_hash = _usage_request_hash(
+        wallet_id, value, item_id, dims, reference, at=at, memo=memo, metadata=metadata
+    )
     params = (wallet_id, value, item_id, _jsonb_text(dims), at or now, key, request_hash,
               memo[:500], reference, _jsonb_text(metadata), actor.label, actor.user_id, now)  # fmt: skip
     try:
@@ -132,7 +129,7 @@ def draw_down(
             raise
         earlier = LedgerTransaction.objects.get(idempotency_key=key)
         row = (0, "replay", earlier.pk, None, None, None, None, None, None, earlier.request_hash,
-               None, None)  # fmt: skip
+               None, None, None)  # fmt: skip
     if row[1] == "ok":  # the common case, straight from the row
         return _booked_draw_down(row, value)
     charge = UsageCharge(amount=value, idempotency_key=key)  # names the key in errors
@@ -210,7 +207,10 @@ def _usage_event(wallet_id: int, charge: UsageCharge, now: datetime) -> dict[str
     amount = _money(charge.amount)
     key = _key(charge.idempotency_key)
     dims = _dimensions(charge.dimensions)
-    request_hash = _usage_request_hash(wallet_id, amount, charge.item_id, dims, charge.reference)
+    request_hash = _usage_request_hash(
+        wallet_id, amount, charge.item_id, dims, charge.reference,
+        at=charge.at, memo=charge.memo, metadata=charge.metadata,
+    )  # fmt: skip
     return {
         "amount": str(amount), "item_id": charge.item_id, "dimensions": dims,
         "at": (charge.at or now).isoformat(), "key": key, "request_hash": request_hash,
@@ -255,6 +255,7 @@ def _call_draw_down_or_replay(
             earlier.request_hash,
             None,
             None,
+            None,
         )
     ]
 
@@ -263,7 +264,7 @@ def _draw_down_outcome(
     row: tuple, charge: UsageCharge, sent: tuple[str, Decimal]
 ) -> DrawDown | errors.WalletError:
     (ord_, outcome, tx_id, covered, balance_after, debt_after, lots, room, currency,
-     earlier_hash, restricted_after, credit_limit) = row  # fmt: skip
+     earlier_hash, restricted_after, credit_limit, _) = row  # fmt: skip
     request_hash, amount = sent  # as validated and sent
     if outcome == "no_wallet":
         return errors.WalletNotFound("wallet does not exist.")
@@ -288,7 +289,7 @@ def _draw_down_outcome(
 def _booked_draw_down(row: tuple, amount: Decimal) -> DrawDown:
     """The answer for a row with outcome "ok"."""
     (_, _, tx_id, covered, balance_after, debt_after, lots, _, _, _, restricted_after,
-     credit_limit) = row  # fmt: skip
+     credit_limit, available_after) = row  # fmt: skip
     return DrawDown(
         transaction_id=tx_id,
         amount=amount,
@@ -299,6 +300,7 @@ def _booked_draw_down(row: tuple, amount: Decimal) -> DrawDown:
         debt_after=debt_after,
         restricted_after=restricted_after,
         credit_limit=credit_limit,
+        available_after=available_after,
     )
 
 

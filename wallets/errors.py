@@ -40,6 +40,17 @@ class NotReversible(WalletError):
     status_code = 409
 
 
+class RefundNeedsConfirmation(WalletError):
+    """A refund above the grant's unused credit would turn used credit into debt."""
+
+    status_code = 409
+
+    def __init__(self, message: str, *, unused: Decimal, debt: Decimal) -> None:
+        super().__init__(message)
+        self.unused = unused
+        self.debt = debt
+
+
 class TransferNotAllowed(WalletError):
     status_code = 403
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -78,18 +79,37 @@ _HASH_JSON = json.JSONEncoder(sort_keys=True, default=str)
 
 def _request_hash(operation: str, /, **fields: Any) -> str:
     """Fingerprint of a request: the same key with another fingerprint is a conflict.
-    Stored with every transaction, so its format never changes."""
+    Every argument that shapes what is booked goes in (times through `_instant`), so
+    a key repeated with any other argument is a conflict, never a silent replay.
+    Stored with every transaction: a new field changes the fingerprint of every
+    request of that operation (a retry across that upgrade answers 409)."""
     payload = _HASH_JSON.encode([operation, fields])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _instant(value: datetime | None) -> str | None:
+    """A time argument as it enters a fingerprint: the instant (UTC), so the same
+    moment written in another time zone is the same request."""
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
 def _usage_request_hash(
-    wallet_id: int, amount: Decimal, item_id: int | None, dims: dict[str, str], reference: str
+    wallet_id: int,
+    amount: Decimal,
+    item_id: int | None,
+    dims: dict[str, str],
+    reference: str,
+    *,
+    at: datetime | None = None,
+    memo: str = "",
+    metadata: dict | None = None,
 ) -> str:
-    """A usage charge's fingerprint (draw_down and draw_down_batch alike)."""
+    """A usage charge's fingerprint (draw_down and draw_down_batch alike). Every
+    argument that shapes the booking is in it (the event time as given: None = now)."""
     return _request_hash(
-        "usage", wallet=wallet_id, amount=amount, item=item_id, dims=dims, reference=reference
-    )
+        "usage", wallet=wallet_id, amount=amount, item=item_id, dims=dims, reference=reference,
+        at=_instant(at), memo=memo, metadata=metadata or {},
+    )  # fmt: skip
 
 
 # --- idempotency ------------------------------------------------------------------

@@ -142,17 +142,36 @@ class Wallet(models.Model):
 
     def effective_credit_limit(self, at: datetime | None = None) -> Decimal:
         """Permanent limit plus the temporary increase while it is valid. Computed at
-        read time, so the reversion is exact even if the beat job runs late."""
+        read time, so the reversion is exact even if the beat job runs late. Twin of
+        SQL `wallets_effective_credit_limit` (wallets 0010; a differential test pins
+        them). The limit that allows debt is always the one in force *now*."""
         at = at or timezone.now()
         valid = self.temporary_increase_valid_until
-        if self.temporary_credit_increase and valid is not None and at < valid:
+        if self.temporary_credit_increase > 0 and valid is not None and at < valid:
             return self.credit_limit + self.temporary_credit_increase
         return self.credit_limit
 
+    def spendable_credit(self, at: datetime | None = None) -> Decimal:
+        """Unrestricted credit the customer can spend at `at`: the remaining of active
+        grants in force then (effective, not yet expired). Credit that is not yet
+        effective, or expired but not yet swept, is in `credit_balance` (the cache of
+        every live grant) but not here."""
+        at = at or timezone.now()
+        total = (
+            CreditGrant.objects.in_force(at)
+            .filter(wallet_id=self.pk, restricted=False)
+            .aggregate(total=models.Sum("remaining"))["total"]
+        )
+        return total or ZERO
+
     def available_funds(self, at: datetime | None = None) -> Decimal:
-        """What the customer can still spend on anything: unrestricted credit plus the
-        credit limit, less what is owed. The one definition every caller uses."""
-        return self.unrestricted_balance + self.effective_credit_limit(at) - self.debt
+        """What the customer can still spend on anything at `at` (default now):
+        spendable credit plus the credit limit in force then, less what is owed.
+        The one definition every reader and writer uses; its SQL twin is
+        `wallets_available_funds(wallet, at)` (wallets 0010), which the draw-down,
+        the usage answers and the warning trigger use, pinned by a differential test."""
+        at = at or timezone.now()
+        return self.spendable_credit(at) + self.effective_credit_limit(at) - self.debt
 
 
 class LedgerTransaction(models.Model):
@@ -169,6 +188,7 @@ class LedgerTransaction(models.Model):
         DEBT_SETTLEMENT = "debt_settlement", "Debt settled from credit"
         REVERSAL = "reversal", "Reversal"
         ROUNDING = "rounding", "Rounding to the cent"
+        REFUND = "refund", "Payment for credit refunded"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     # Indexed by `tx_wallet_recent` (wallet, -id), which also serves "wallet = X".
@@ -273,6 +293,15 @@ class Entry(models.Model):
         return f"{amount_text(self.amount)} {self.currency}: {self.debit_account_id} → {self.credit_account_id}"
 
 
+class CreditGrantQuerySet(models.QuerySet):
+    def in_force(self, at: datetime) -> CreditGrantQuerySet:
+        """Active grants whose credit counts at `at`: effective, not yet expired.
+        Twin of SQL `wallets_grant_in_force` (wallets 0010)."""
+        return self.filter(status=CreditGrant.Status.ACTIVE, effective_at__lte=at).exclude(
+            expires_at__lte=at
+        )
+
+
 class CreditGrant(models.Model):
     """A prepaid "card" in the wallet (Amberflo's word), with its own account."""
 
@@ -328,6 +357,8 @@ class CreditGrant(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     activated_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
+
+    objects = CreditGrantQuerySet.as_manager()
 
     class Meta:
         ordering = ["-id"]

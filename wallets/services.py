@@ -25,15 +25,18 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from functools import partial
 from itertools import chain
 
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from billing.models import Customer, CustomerClass, ProductItem
+from billing.money import amount_text
 from jobs.parallel import Parallel
+from jobs.runner import Batch
 from wallets import errors
 from wallets.actors import Actor
 from wallets.drawdown import DrawDown, UsageCharge, draw_down, draw_down_batch  # noqa: F401 (re-export)
@@ -41,6 +44,7 @@ from wallets.inputs import (
     QUANTUM,
     _dimensions,
     _existing,
+    _instant,
     _key,
     _money,
     _once,
@@ -141,23 +145,38 @@ def copy_warning_thresholds(customer: Customer) -> int:
     """Copy the customer's low-funds and credit-limit warning thresholds (or its
     class's defaults where its own are empty) onto its wallets, where the
     `wallets_balance_warnings` trigger reads them on every change of the cached
-    balances (migration 0006). Called by `Customer.save`; returns the number of
-    wallets updated. Touches no ledger row and no balance."""
-    return Wallet.objects.filter(customer=customer).update(**_warning_arrays(customer))
+    balances (migration 0006). Called explicitly by whatever changed the customer
+    (admin, portal alerts page), never by `Customer.save`; the wallets are locked
+    in id order first, like every other multi-wallet write, so it cannot deadlock
+    with the expiry sweep or a transfer. Returns the number of wallets updated.
+    Touches no ledger row and no balance."""
+    with transaction.atomic():
+        ids = _lock_wallet_ids(Wallet.objects.filter(customer=customer))
+        return Wallet.objects.filter(pk__in=ids).update(**_warning_arrays(customer))
 
 
 def copy_class_warning_thresholds(klass: CustomerClass) -> int:
     """A class's default thresholds changed: copy them onto the wallets of its
-    customers whose own lists are empty (two set-based updates, one per list).
-    Called by `CustomerClass.save`; returns the number of wallet rows updated."""
+    customers whose own lists are empty (two set-based updates, one per list), after
+    locking those wallets in id order. Called explicitly by the admin that changed
+    the class, never by `CustomerClass.save`; returns the number of wallet rows
+    updated."""
     from billing.thresholds import parse_amounts, parse_percents
 
-    members = Wallet.objects.filter(customer__customer_class=klass)
-    return members.filter(customer__low_funds_thresholds="").update(
-        low_funds_thresholds=parse_amounts(klass.low_funds_thresholds) or None
-    ) + members.filter(customer__credit_limit_warnings="").update(
-        credit_limit_warnings=parse_percents(klass.credit_limit_warnings) or None
-    )
+    with transaction.atomic():
+        members = Wallet.objects.filter(pk__in=_lock_wallet_ids(
+            Wallet.objects.filter(customer__customer_class=klass)
+        ))  # fmt: skip
+        return members.filter(customer__low_funds_thresholds="").update(
+            low_funds_thresholds=parse_amounts(klass.low_funds_thresholds) or None
+        ) + members.filter(customer__credit_limit_warnings="").update(
+            credit_limit_warnings=parse_percents(klass.credit_limit_warnings) or None
+        )
+
+
+def _lock_wallet_ids(wallets: QuerySet[Wallet]) -> list[int]:
+    """Lock these wallets in id order (the order every multi-wallet write uses)."""
+    return list(wallets.select_for_update(of=("self",)).order_by("pk").values_list("pk", flat=True))
 
 
 # --- posting ----------------------------------------------------------------------
@@ -216,6 +235,7 @@ def _post(
             owner.restricted_balance += delta
 
     now = timezone.now()
+    _set_clock(now)
     tx = LedgerTransaction.objects.create(
         kind=kind,
         wallet=wallet,
@@ -265,6 +285,14 @@ def _post(
     return tx
 
 
+def _set_clock(now: datetime) -> None:
+    """Tell the database when this movement happens (`wallets.now`, for the rest of
+    the transaction): the warning trigger measures available funds at that moment,
+    as the draw-down functions do with their `p_now` (wallets 0010)."""
+    with connection.cursor() as db:
+        db.execute("SELECT set_config('wallets.now', %s, true)", [now.isoformat()])
+
+
 def draw_order(grant: CreditGrant) -> tuple:
     """The draw-down order (ARCHITECTURE.md): most specific condition first, then
     lower priority, then earliest expiry (none last), then free before paid, then
@@ -279,9 +307,10 @@ def draw_order(grant: CreditGrant) -> tuple:
 
 
 def _unrestricted_grants(wallet: Wallet, at: datetime) -> list[CreditGrant]:
-    grants = CreditGrant.objects.filter(
-        wallet=wallet, status=Status.ACTIVE, remaining__gt=0, restricted=False, effective_at__lte=at
-    ).exclude(expires_at__lte=at)
+    """The spendable credit at `at` (`Wallet.spendable_credit`), in draw-down order."""
+    grants = CreditGrant.objects.in_force(at).filter(
+        wallet=wallet, remaining__gt=0, restricted=False
+    )
     return sorted(grants, key=draw_order)
 
 
@@ -323,8 +352,12 @@ def grant_credit(
 ) -> CreditGrant:
     """Add a prepaid grant to the wallet. Active grants are booked `funding → grant`
     at once; pending ones ("Requires Action", Amberflo's Reconcile Later) hold
-    nothing until `activate_grant`. An unrestricted active grant pays the wallet's
-    debt first (`grant → receivable`), as a payment would."""
+    nothing until `activate_grant`. An unrestricted active grant in force now pays
+    the wallet's debt first (`grant → receivable`), as a payment would; one that is
+    not yet effective pays it once it is (`settle_effective_credit`).
+
+    Every grant expires: without `expires_at`, after the default period of
+    "Prepaid credit settings", counted from `effective_at`."""
     amount = _money(amount)
     key = _key(idempotency_key)
     if kind not in DEFAULT_FUNDING:
@@ -346,8 +379,12 @@ def grant_credit(
     wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
     request_hash = _request_hash(
         "grant", wallet=wallet_id, amount=amount, kind=kind, pending=pending, funding=funding,
-        item=condition_item.pk if condition_item else None, dims=dims, expires_at=expires_at,
+        item=condition_item.pk if condition_item else None, dims=dims,
+        expires_at=_instant(expires_at), name=name, effective_at=_instant(effective_at),
+        priority=priority, source_type=source_type, source_id=source_id,
+        external=external_transaction_id, memo=memo, apply_to_debt=apply_to_debt,
     )  # fmt: skip
+    expires = expires_at or default_expiry(starts)
 
     def book() -> CreditGrant:
         locked = _lock_wallet(wallet_id)
@@ -366,7 +403,7 @@ def grant_credit(
             remaining=ZERO,
             currency=locked.currency,
             effective_at=starts,
-            expires_at=expires_at,
+            expires_at=expires,
             priority=priority,
             status=Status.PENDING if pending else Status.ACTIVE,
             condition_item=condition_item,
@@ -397,11 +434,19 @@ def grant_credit(
     return _once(key, request_hash, book, replay)
 
 
+def _in_force(grant: CreditGrant, at: datetime) -> bool:
+    """`CreditGrant.objects.in_force` for one grant in hand (time only)."""
+    return grant.effective_at <= at and (grant.expires_at is None or at < grant.expires_at)
+
+
 def _funding_legs(wallet: Wallet, grant: CreditGrant, *, apply_to_debt: bool) -> list[Leg]:
+    """Fund the grant; unrestricted credit in force now pays the debt at once. Credit
+    not yet effective pays it when it becomes effective (`settle_effective_credit`)."""
     legs = [
         Leg(system_account(grant.funding_code, wallet.currency).pk, grant.account_id, grant.amount)
     ]
-    if apply_to_debt and not grant.restricted and wallet.debt > 0:
+    in_force = _in_force(grant, timezone.now())
+    if apply_to_debt and in_force and not grant.restricted and wallet.debt > 0:
         legs.append(
             Leg(grant.account_id, wallet.receivable_account_id, min(wallet.debt, grant.amount))
         )
@@ -428,7 +473,9 @@ def activate_grant(
         )
     if funding is not None and funding not in FUNDING_CODES:
         raise errors.WalletError(f"funding must be one of {', '.join(sorted(FUNDING_CODES))}.")
-    request_hash = _request_hash("activate", grant=grant_id, external=external, funding=funding)
+    request_hash = _request_hash(
+        "activate", grant=grant_id, external=external, funding=funding, apply_to_debt=apply_to_debt
+    )
 
     def book() -> LedgerTransaction:
         target = _grant(grant_id)
@@ -441,6 +488,12 @@ def activate_grant(
             raise errors.InvalidGrantState(
                 f"grant {target.pk} is {target.get_status_display().lower()}, not pending; only a "
                 "pending (Requires Action) grant can be activated."
+            )
+        if target.expires_at is not None and target.expires_at <= timezone.now():
+            raise errors.InvalidGrantState(
+                f"grant {target.pk} expired on {target.expires_at:%Y-%m-%d %H:%M %Z}; expired "
+                "credit cannot be activated. Void it, and issue a new grant if the payment "
+                "arrived."
             )
         if funding:
             target.funding_code = funding
@@ -472,7 +525,9 @@ def expire_grant(
     at: datetime | None = None,
 ) -> LedgerTransaction | None:
     """Past its expiry date a grant's remainder is no longer the customer's: it is
-    booked to breakage and the balance drops. Returns None if nothing remained."""
+    booked to breakage and the balance drops. The transaction's business time is the
+    grant's expiry date (as in the sweep); `at` only says how far the clock has gone.
+    Returns None if the grant had already ended."""
     grant_id = grant.pk if isinstance(grant, CreditGrant) else grant
     key = _key(idempotency_key or f"expire:grant:{grant_id}")
     at = at or timezone.now()
@@ -493,12 +548,14 @@ def expire_grant(
             return None  # already expired or voided
         left = target.remaining
         target.status = Status.EXPIRED
-        target.ended_at = at
+        # Breakage happens at the expiry date, however late this runs: the same
+        # business time as the sweep (`expire_due_grants`).
+        target.ended_at = target.expires_at
         breakage = system_account(Code.BREAKAGE, wallet.currency)
         return _post(
             wallet=wallet, kind=Kind.EXPIRY, legs=[Leg(target.account_id, breakage.pk, left)],
-            grants=[target], key=key, request_hash=request_hash, actor=actor, amount=left, at=at,
-            memo=f"{target.name} expired", metadata={"grant": target.pk},
+            grants=[target], key=key, request_hash=request_hash, actor=actor, amount=left,
+            at=target.expires_at, memo=f"{target.name} expired", metadata={"grant": target.pk},
         )  # fmt: skip
 
     return _once(key, request_hash, book, lambda earlier: earlier)
@@ -508,14 +565,19 @@ def void_grant(
     *, grant: CreditGrant | int, actor: Actor, idempotency_key: str, reason: str = ""
 ) -> LedgerTransaction:
     """Cancel a grant: a pending one simply never becomes credit; an active one
-    gives back only its unused part to the account that funded it."""
+    gives back only its unused part to whoever funded it: the system account that
+    paid for it, or, for credit received by transfer, the sender's grant it came
+    from (with that grant's expiry: if it has expired meanwhile, the credit goes on
+    to breakage; if it was voided, on to its own funding account)."""
     grant_id = grant.pk if isinstance(grant, CreditGrant) else grant
     key = _key(idempotency_key)
-    request_hash = _request_hash("void", grant=grant_id)
+    request_hash = _request_hash("void", grant=grant_id, reason=reason)
 
     def book() -> LedgerTransaction:
         target = _grant(grant_id)
-        wallet = _lock_wallet(target.wallet_id)
+        source = _transfer_source(target)
+        locked = _lock_wallets(target.wallet_id, *([source.wallet_id] if source else []))
+        wallet = locked[0]
         earlier = _existing(key, request_hash)
         if earlier is not None:
             return earlier
@@ -526,14 +588,40 @@ def void_grant(
             )
         unused = target.remaining
         target.status = Status.VOIDED
-        funding = system_account(target.funding_code, wallet.currency)
+        memo = reason or f"Voided {target.name}"
+        metadata = {"grant": target.pk}
+        if source is None:
+            funding = system_account(target.funding_code, wallet.currency)
+            return _post(
+                wallet=wallet, kind=Kind.VOID, legs=[Leg(target.account_id, funding.pk, unused)],
+                grants=[target], key=key, request_hash=request_hash, actor=actor, amount=unused,
+                memo=memo, metadata=metadata,
+            )  # fmt: skip
+        source.refresh_from_db()
+        legs = [Leg(target.account_id, source.account_id, unused)]
+        if source.status in (Status.EXPIRED, Status.VOIDED):
+            onward = Code.BREAKAGE if source.status == Status.EXPIRED else source.funding_code
+            legs.append(Leg(source.account_id, system_account(onward, wallet.currency).pk, unused))
+        elif unused:
+            source.status = Status.ACTIVE
         return _post(
-            wallet=wallet, kind=Kind.VOID, legs=[Leg(target.account_id, funding.pk, unused)],
-            grants=[target], key=key, request_hash=request_hash, actor=actor, amount=unused,
-            memo=reason or f"Voided {target.name}", metadata={"grant": target.pk},
+            wallet=wallet, kind=Kind.VOID, legs=legs, grants=[target, source], key=key,
+            request_hash=request_hash, actor=actor, amount=unused, memo=memo,
+            metadata={**metadata, "returned_to_grant": source.pk,
+                      "returned_to_wallet": source.wallet_id},
+            lots={source.pk: -unused},
+            other_wallets=[w for w in locked if w.pk != wallet.pk],
         )  # fmt: skip
 
     return _once(key, request_hash, book, lambda earlier: earlier)
+
+
+def _transfer_source(grant: CreditGrant) -> CreditGrant | None:
+    """The sender's grant that credit received by transfer came from (None for any
+    other grant, and for transfers booked before each part kept its source)."""
+    if grant.kind != CreditGrant.Kind.TRANSFER or grant.source_type != "transfer_grant":
+        return None
+    return CreditGrant.objects.filter(pk=int(grant.source_id)).first()
 
 
 # --- debt -------------------------------------------------------------------------
@@ -556,7 +644,10 @@ def record_debt_payment(
     if funding not in (Code.CASH, Code.PSP_CLEARING):
         raise errors.WalletError("funding must be 'cash' or 'psp_clearing' for a payment.")
     wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
-    request_hash = _request_hash("debt_payment", wallet=wallet_id, amount=amount, funding=funding)
+    request_hash = _request_hash(
+        "debt_payment", wallet=wallet_id, amount=amount, funding=funding, memo=memo,
+        reference=reference,
+    )  # fmt: skip
 
     def book() -> LedgerTransaction:
         locked = _lock_wallet(wallet_id)
@@ -614,39 +705,105 @@ def settle_debt(
     return _once(key, request_hash, book, lambda earlier: earlier)
 
 
+SETTLE_JOB_ACTOR = Actor.job("settle_debts")
+
+
+def _owing_with_spendable_credit(at: datetime, after: int, limit: int) -> list[int]:
+    """Wallets (ids after `after`, in id order) that owe and hold unrestricted credit
+    in force at `at`."""
+    spendable = CreditGrant.objects.in_force(at).filter(restricted=False, remaining__gt=0)
+    return list(
+        Wallet.objects.filter(pk__gt=after, debt__gt=0, pk__in=spendable.values("wallet_id"))
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def settle_effective_credit_batches(
+    *, batch_size: int = 200, at: datetime | None = None, actor: Actor = SETTLE_JOB_ACTOR
+) -> Iterator[Batch]:
+    """Credit pays debt as soon as it is in force. A grant issued (or activated)
+    while not yet effective pays nothing at once; once it is effective, this job
+    settles every wallet that owes and holds spendable credit (`settle_debt`, one
+    transaction per wallet, wallets in id order). The key names the wallet's last
+    ledger transaction, so a rerun after a crash books nothing twice (the state it
+    keys on has moved on, and then there is nothing left to settle)."""
+    at = at or timezone.now()
+    after = 0
+    while True:
+        ids = _owing_with_spendable_credit(at, after, batch_size)
+        if not ids:
+            return
+        settled = 0
+        for wallet_id in ids:
+            last = (
+                LedgerTransaction.objects.filter(wallet_id=wallet_id)
+                .order_by("-id")
+                .values_list("pk", flat=True)
+                .first()
+            )
+            key = f"settle:in-force:{wallet_id}:{last}"
+            if settle_debt(wallet=wallet_id, actor=actor, idempotency_key=key) is not None:
+                settled += 1
+        yield Batch(processed=settled)
+        after = ids[-1]
+
+
+def settle_effective_credit(*, at: datetime | None = None) -> int:
+    """The whole `settle_debts` job at once (tests, shell): wallets settled."""
+    return sum(batch.processed for batch in settle_effective_credit_batches(at=at))
+
+
 def round_debt(
     *,
     wallet: Wallet | int,
-    difference: Decimal | str,
+    exact: Decimal | str,
+    quantum: Decimal | str,
     actor: Actor,
     idempotency_key: str,
+    newer: Decimal | str = ZERO,
     memo: str = "",
 ) -> LedgerTransaction | None:
-    """A document billed debt in whole cents: book the difference between the exact
-    debt (6 places) and what was billed to the `rounding` account, so the ledger
-    agrees with the invoice. Positive: billed more (receivable up); negative: less."""
+    """A document billed `exact` of debt (6 places) in whole `quantum`s (cents). What
+    is still owed of that debt *now* is rounded the same way (half up), and the
+    difference is booked against the `rounding` account, so what the customer still
+    owes is in whole cents. Debt already paid (settled exactly from credit, or by a
+    payment) is not rounded: there is nothing left to collect in cents, and a paid
+    document never gets new debt. Payments reach the oldest debt first, so `newer`
+    (debt booked after the document's period) is counted as owed before this
+    document's debt. Returns None when nothing is to round."""
     try:
-        diff = Decimal(difference)
+        billed = Decimal(exact)
+        unit = Decimal(quantum)
+        later = Decimal(newer)
     except (InvalidOperation, TypeError, ValueError):
-        raise errors.InvalidAmount(f"difference must be a number, got {difference!r}.") from None
-    if abs(diff) >= 1 or diff != diff.quantize(QUANTUM):
         raise errors.InvalidAmount(
-            f"a rounding difference is less than 1 with at most 6 decimals, got {diff}."
+            f"exact, quantum and newer must be numbers, got {exact!r}, {quantum!r}, {newer!r}."
+        ) from None
+    if not all(v.is_finite() for v in (billed, unit, later)):
+        raise errors.InvalidAmount("exact, quantum and newer must be finite numbers.")
+    if billed < 0 or later < 0 or billed != billed.quantize(QUANTUM):
+        raise errors.InvalidAmount(
+            f"exact debt must be zero or positive with at most 6 decimals, got {billed}."
         )
-    if diff == 0:
-        return None
+    if not QUANTUM <= unit <= 1:
+        raise errors.InvalidAmount(f"quantum must be between 0.000001 and 1, got {unit}.")
     key = _key(idempotency_key)
     wallet_id = wallet.pk if isinstance(wallet, Wallet) else wallet
-    request_hash = _request_hash("round_debt", wallet=wallet_id, difference=diff)
+    request_hash = _request_hash(
+        "round_debt", wallet=wallet_id, exact=billed, quantum=unit, newer=later, memo=memo
+    )
 
-    def book() -> LedgerTransaction:
+    def book() -> LedgerTransaction | None:
         locked = _lock_wallet(wallet_id)
         earlier = _existing(key, request_hash)
         if earlier is not None:
             return earlier
+        owed = max(ZERO, min(billed, locked.debt - later))
+        diff = owed.quantize(unit, rounding=ROUND_HALF_UP) - owed
+        if diff == 0:
+            return None
         rounding = system_account(Code.ROUNDING, locked.currency).pk
-        if diff < 0 and -diff > locked.debt:
-            raise errors.InvalidAmount(f"cannot round off {-diff}: the debt is only {locked.debt}.")
         leg = (
             Leg(locked.receivable_account_id, rounding, diff)
             if diff > 0
@@ -655,6 +812,147 @@ def round_debt(
         return _post(
             wallet=locked, kind=Kind.ROUNDING, legs=[leg], grants=[], key=key, request_hash=request_hash,
             actor=actor, amount=abs(diff), memo=memo or "Rounding to the cent billed",
+            metadata={"exact": str(billed), "owed": str(owed)},
+        )  # fmt: skip
+
+    return _once(key, request_hash, book, lambda earlier: earlier)
+
+
+# --- refunds ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefundSplit:
+    """Where the money of a refund comes back from, for one grant (see `refund_grant`)."""
+
+    grant_id: int
+    amount: Decimal  # the refund still to book (refunded total − what is booked already)
+    voided: Decimal  # already given back to the funder by a void: nothing more to book
+    unused: Decimal  # taken back from the grant's remaining credit
+    expired: Decimal  # taken back from breakage (the grant expired unused)
+    debt: Decimal  # used credit: the customer now owes it (receivable)
+    used: Decimal  # credit of the grant spent so far (usage, transfers, debt paid)
+
+    @property
+    def without_debt(self) -> Decimal:
+        """What can be refunded now without turning used credit into debt."""
+        return self.voided + self.unused + self.expired
+
+
+def refund_split(*, grant: CreditGrant | int, refunded_total: Decimal | str) -> RefundSplit:
+    """How a payment refunded up to `refunded_total` (the running total, as the payment
+    provider reports it) is booked for the grant it paid for: what earlier refunds
+    have not booked yet comes back first from what a void already gave back, then
+    from the unused credit, then from what expired; the rest was used, and becomes
+    debt. Reads only; `refund_grant` books it under the wallet lock."""
+    target = _grant(grant.pk if isinstance(grant, CreditGrant) else grant)
+    total = _money(refunded_total)
+    if total > target.amount:
+        raise errors.InvalidAmount(
+            f"a refund of {total} is more than {target.name} (grant {target.pk}) was for "
+            f"({target.amount})."
+        )
+    history = list(
+        LedgerTransaction.objects.filter(
+            wallet_id=target.wallet_id,
+            kind__in=[Kind.VOID, Kind.EXPIRY, Kind.REFUND],
+            metadata__grant=target.pk,
+        )
+    )
+    refunds = [tx.metadata for tx in history if tx.kind == Kind.REFUND]
+
+    def refunded(field: str) -> Decimal:
+        return sum((Decimal(r[field]) for r in refunds), ZERO)
+
+    voids = sum((tx.amount for tx in history if tx.kind == Kind.VOID), ZERO)
+    expiries = sum((tx.amount for tx in history if tx.kind == Kind.EXPIRY), ZERO)
+    booked = max((Decimal(r["refunded_total"]) for r in refunds), default=ZERO)
+    unused = target.remaining if target.status in (Status.ACTIVE, Status.EXHAUSTED) else ZERO
+    left = max(ZERO, total - booked)
+    rest = left
+    parts = []
+    for bucket in (voids - refunded("voided"), unused, expiries - refunded("expired")):
+        part = min(rest, max(bucket, ZERO))
+        parts.append(part)
+        rest -= part
+    used = target.amount - unused - voids - expiries - refunded("unused")
+    return RefundSplit(
+        grant_id=target.pk, amount=left, voided=parts[0], unused=parts[1], expired=parts[2],
+        debt=rest, used=max(used, ZERO),
+    )  # fmt: skip
+
+
+def refund_grant(
+    *,
+    grant: CreditGrant | int,
+    refunded_total: Decimal | str,
+    actor: Actor,
+    idempotency_key: str,
+    allow_debt: bool = False,
+    reference: str = "",
+    memo: str = "",
+) -> LedgerTransaction | None:
+    """The payment for a grant was refunded (in part or in full) to the payer: its money
+    leaves the grant's funding account (psp_clearing for cards), and the ledger books
+    where it comes back from (`refund_split`): the unused credit (grant → funder), an
+    expired remainder (breakage → funder), and the used credit, which the customer now
+    owes (receivable → funder). Turning used credit into debt needs `allow_debt`
+    (staff confirmed it, or the provider already paid the money out); without it such
+    a refund raises `RefundNeedsConfirmation` and books nothing. A refund of the whole
+    grant voids it. `refunded_total` is the running total: a total already booked
+    returns None."""
+    key = _key(idempotency_key)
+    grant_id = grant.pk if isinstance(grant, CreditGrant) else grant
+    total = _money(refunded_total)
+    request_hash = _request_hash("refund", grant=grant_id, total=total)
+
+    def book() -> LedgerTransaction | None:
+        target = _grant(grant_id)
+        wallet = _lock_wallet(target.wallet_id)
+        earlier = _existing(key, request_hash)
+        if earlier is not None:
+            return earlier
+        target.refresh_from_db()
+        if target.activated_at is None:
+            if target.status == Status.PENDING:
+                raise errors.InvalidGrantState(
+                    f"{target.name} (grant {target.pk}) is still pending: its payment was never "
+                    "booked, so there is no credit to refund. Activate it first, or void it."
+                )
+            return None  # voided before it was ever paid: the ledger never held its money
+        split = refund_split(grant=target, refunded_total=total)
+        if split.amount == 0:
+            return None
+        if split.debt and not allow_debt:
+            unused, debt = amount_text(split.without_debt), amount_text(split.debt)
+            raise errors.RefundNeedsConfirmation(
+                f"{target.name} (grant {target.pk}) has {unused} {wallet.currency} unused; "
+                f"refunding {amount_text(split.amount)} turns {debt} {wallet.currency} of used "
+                f"credit into debt the customer owes. Confirm that, or refund at most {unused}.",
+                unused=split.without_debt,
+                debt=split.debt,
+            )
+        funder = system_account(target.funding_code, wallet.currency).pk
+        legs = [Leg(target.account_id, funder, split.unused)]
+        if split.expired:
+            legs.append(
+                Leg(system_account(Code.BREAKAGE, wallet.currency).pk, funder, split.expired)
+            )
+        if split.debt:
+            legs.append(Leg(wallet.receivable_account_id, funder, split.debt))
+        if total == target.amount and target.status in (Status.ACTIVE, Status.EXHAUSTED):
+            target.status = Status.VOIDED
+        note = (
+            f"; {amount_text(split.debt)} of used credit is now owed (debt)" if split.debt else ""
+        )
+        return _post(
+            wallet=wallet, kind=Kind.REFUND, legs=legs, grants=[target], key=key, request_hash=request_hash,
+            actor=actor, amount=split.amount, reference=reference,
+            memo=memo or f"Payment for {target.name} refunded: {amount_text(split.amount)}{note}",
+            metadata={
+                "grant": target.pk, "refunded_total": str(total), "voided": str(split.voided),
+                "unused": str(split.unused), "expired": str(split.expired), "debt": str(split.debt),
+            },
         )  # fmt: skip
 
     return _once(key, request_hash, book, lambda earlier: earlier)
@@ -675,16 +973,23 @@ def transfer(
     enforce_policy: bool = True,
 ) -> LedgerTransaction:
     """Move prepaid credit from one customer to another (PortaBilling's
-    subscriber-to-subscriber transfer). Only unrestricted credit moves, never the
-    credit limit; it arrives as a new `transfer` grant on the target. Both wallets
-    are locked in id order."""
+    subscriber-to-subscriber transfer). Only unrestricted credit in force now moves,
+    never the credit limit. Each sender grant drawn arrives as its own `transfer`
+    grant on the target that keeps that grant's expiry (credit never lives longer by
+    changing hands; credit without one gets the default period), remembers it as its
+    source (a void sends the unused part back there), and pays the receiver's debt
+    first. `expires_at` may shorten the expiry, never lengthen it. Both wallets are
+    locked in id order."""
     amount = _money(amount)
     key = _key(idempotency_key)
     source_id = source.pk if isinstance(source, Wallet) else source
     target_id = target.pk if isinstance(target, Wallet) else target
     if source_id == target_id:
         raise errors.TransferNotAllowed("a wallet cannot transfer to itself.")
-    request_hash = _request_hash("transfer", source=source_id, target=target_id, amount=amount)
+    request_hash = _request_hash(
+        "transfer", source=source_id, target=target_id, amount=amount, memo=memo,
+        expires_at=_instant(expires_at), enforce_policy=enforce_policy,
+    )  # fmt: skip
 
     def book() -> LedgerTransaction:
         sender, receiver = _lock_wallets(source_id, target_id)
@@ -703,6 +1008,8 @@ def transfer(
                         "transfer policy or customer class."
                     )
         now = timezone.now()
+        if expires_at is not None and expires_at <= now:
+            raise errors.WalletError("expires_at must be in the future.")
         grants = _unrestricted_grants(sender, now)
         available = sum((g.remaining for g in grants), ZERO)
         if amount > available:
@@ -713,33 +1020,42 @@ def transfer(
                 available=available,
             )
         taken = _take(grants, amount)
-        account = Account.objects.create(
-            kind=Account.Kind.GRANT, currency=receiver.currency, wallet=receiver
-        )
-        received = CreditGrant.objects.create(
-            wallet=receiver, account=account, name=f"Transfer from {sender.customer.account_number}",
-            kind=CreditGrant.Kind.TRANSFER, amount=amount, currency=receiver.currency,
-            effective_at=now, expires_at=expires_at, status=Status.ACTIVE, funding_code=Code.CASH,
-            source_type="transfer", source_id=str(sender.pk), created_at=now, activated_at=now,
-        )  # fmt: skip
-        legs = [Leg(g.account_id, received.account_id, part) for g, part in taken.items()]
-        if receiver.debt > 0:
-            legs.append(
-                Leg(received.account_id, receiver.receivable_account_id, min(receiver.debt, amount))
+        legs: list[Leg] = []
+        received: list[CreditGrant] = []
+        for origin, part in taken.items():
+            ends = [t for t in (origin.expires_at, expires_at) if t is not None]
+            account = Account.objects.create(
+                kind=Account.Kind.GRANT, currency=receiver.currency, wallet=receiver
             )
+            grant = CreditGrant.objects.create(
+                wallet=receiver, account=account,
+                name=f"Transfer from {sender.customer.account_number}",
+                kind=CreditGrant.Kind.TRANSFER, amount=part, currency=receiver.currency,
+                effective_at=now, expires_at=min(ends) if ends else default_expiry(now),
+                status=Status.ACTIVE, funding_code=Code.CASH, source_type="transfer_grant",
+                source_id=str(origin.pk), created_at=now, activated_at=now,
+            )  # fmt: skip
+            legs.append(Leg(origin.account_id, grant.account_id, part))
+            received.append(grant)
+        owed = receiver.debt
+        for grant in sorted(received, key=draw_order):
+            if owed <= 0:
+                break
+            pay = min(owed, grant.amount)
+            legs.append(Leg(grant.account_id, receiver.receivable_account_id, pay))
+            owed -= pay
         tx = _post(
-            wallet=sender, kind=Kind.TRANSFER, legs=legs, grants=[*taken, received], key=key,
+            wallet=sender, kind=Kind.TRANSFER, legs=legs, grants=[*taken, *received], key=key,
             request_hash=request_hash, actor=actor, amount=amount, other_wallets=[receiver],
             memo=memo or f"Transfer to {receiver.customer.account_number}",
             lots={g.pk: part for g, part in taken.items()},
-            metadata={"target_wallet": receiver.pk, "received_grant": received.pk},
+            metadata={"target_wallet": receiver.pk, "received_grants": [g.pk for g in received]},
         )  # fmt: skip
         tx.metadata.update(
             target_balance_after=str(receiver.credit_balance), target_debt_after=str(receiver.debt)
         )
         tx.save(update_fields=["metadata"])
-        received.issued_by = tx
-        received.save(update_fields=["issued_by"])
+        CreditGrant.objects.filter(pk__in=[g.pk for g in received]).update(issued_by=tx)
         return tx
 
     return _once(key, request_hash, book, lambda earlier: earlier)
@@ -765,9 +1081,11 @@ def reverse(
 
     Credit returns to the very grants it came from, with their original expiry and
     conditions (a grant that has since expired sends it straight on to breakage).
-    Issued credit can be taken back only while unspent."""
+    A reversal is the exact mirror of its transaction or it is refused: issued credit
+    can be taken back only while unspent, and the issue of a grant created pending
+    (which moved no money) is refused with a message to void the grant instead."""
     key = _key(idempotency_key)
-    request_hash = _request_hash("reverse", transaction=transaction_id)
+    request_hash = _request_hash("reverse", transaction=transaction_id, memo=memo)
 
     def book() -> LedgerTransaction:
         try:
@@ -791,6 +1109,8 @@ def reverse(
             raise errors.NotReversible(f"transaction {original.pk} has already been reversed.")
 
         entries = list(original.entries.all())
+        if original.kind == Kind.GRANT and not entries:
+            _refuse_reversing_a_pending_issue(original)
         accounts = {e.debit_account_id for e in entries} | {e.credit_account_id for e in entries}
         grants = {g.account_id: g for g in CreditGrant.objects.filter(account_id__in=accounts)}
         legs = [Leg(e.credit_account_id, e.debit_account_id, e.amount) for e in entries]
@@ -839,6 +1159,38 @@ def reverse(
     return _once(key, request_hash, book, lambda earlier: earlier)
 
 
+def _refuse_reversing_a_pending_issue(original: LedgerTransaction) -> None:
+    """The issue of a grant created pending booked no money: swapping its (no) entries
+    would change nothing, and the grant would stay pending, or keep the credit its
+    activation gave it. A grant is cancelled by voiding it, which does it exactly
+    (pending: never becomes credit; active: the unused part back to its funder)."""
+    grant = CreditGrant.objects.filter(issued_by=original).first()
+    if grant is None:
+        raise errors.NotReversible(f"transaction {original.pk} moved no money; nothing to reverse.")
+    label = f"{grant.name} (grant {grant.pk})"
+    if grant.status == Status.PENDING:
+        raise errors.NotReversible(
+            f"{label} is pending (awaiting payment): its issuing transaction moved no money, "
+            "so reversing it would change nothing; void the grant instead."
+        )
+    if grant.status in (Status.ACTIVE, Status.EXHAUSTED):
+        activation = (
+            LedgerTransaction.objects.filter(kind=Kind.ACTIVATION, metadata__grant=grant.pk)
+            .order_by("pk")
+            .first()
+        )
+        by = f"transaction {activation.pk}" if activation else "a later transaction"
+        raise errors.NotReversible(
+            f"{label} was activated by {by}: its issuing transaction moved no money, and "
+            "reversing it would leave the credit in place; void the grant instead (its "
+            "unused part goes back to its funder)."
+        )
+    raise errors.NotReversible(
+        f"{label} is already {grant.get_status_display().lower()}; its issuing transaction "
+        "moved no money, so there is nothing to reverse."
+    )
+
+
 def _net_into_grants(entries: list[Entry], grants: dict[int, CreditGrant]) -> dict[int, Decimal]:
     """Per grant account: how much the original transaction added (+) or took (−)."""
     net: dict[int, Decimal] = defaultdict(Decimal)
@@ -860,6 +1212,7 @@ def _new_grant(
     return CreditGrant.objects.create(
         wallet=wallet, account=account, name=name, kind=kind, amount=amount, currency=wallet.currency,
         status=Status.ACTIVE, funding_code=funding, effective_at=now, created_at=now, activated_at=now,
+        expires_at=default_expiry(now),
     )  # fmt: skip
 
 
@@ -894,6 +1247,7 @@ def set_credit_limit(
         )  # fmt: skip
         locked.credit_limit = new
         locked.updated_at = timezone.now()
+        _set_clock(locked.updated_at)
         locked.save(update_fields=["credit_limit", "updated_at"])
         return change
 
@@ -1078,7 +1432,11 @@ def expire_due_grants(
     after_at, after_id = after or (datetime.min.replace(tzinfo=UTC), 0)
     with transaction.atomic(durable=True), connection.cursor() as db:
         # A batch costs milliseconds; JIT-compiling its statements would cost more.
-        db.execute("SET LOCAL jit = off")
+        # `wallets.now`: when this batch moves the money, for the warning trigger.
+        db.execute(
+            "SELECT set_config('jit', 'off', true), set_config('wallets.now', %s, true)",
+            [timezone.now().isoformat()],
+        )
         db.execute(
             _expiry_select_sql(partition),
             {"at": at, "after_at": after_at, "after_id": after_id, "limit": limit},

@@ -43,3 +43,13 @@ def send_notifications(batch_size: int | None = None) -> dict[str, int | str]:
         batch_size=batch_size,
     )
     return summary(run)
+
+
+@shared_task
+def settle_debts(batch_size: int | None = None) -> dict[str, int | str]:
+    run = run_job(
+        "settle_debts",
+        lambda size: services.settle_effective_credit_batches(batch_size=size),
+        batch_size=batch_size,
+    )
+    return summary(run)

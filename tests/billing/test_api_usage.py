@@ -328,9 +328,11 @@ def test_a_partner_key_cannot_reverse_other_partners_usage(api, client, alice, f
 def test_usage_that_crosses_a_low_funds_threshold_queues_the_warning(api, alice, funded):
     """Real-time draw-down through the API triggers the balance warnings (issue 7)."""
     from wallets.models import Notification
+    from wallets.services import copy_warning_thresholds
 
     alice.low_funds_thresholds = "5"
     alice.save()
+    copy_warning_thresholds(alice)  # what the admin and the portal do after a change
     # 10 USD of credit, 0.5 per call: 10 calls leave exactly 5 (not below it) …
     assert post(api, USAGE, event(alice, "e1", quantity="10")).status_code == 200
     assert not Notification.objects.exists()

@@ -147,3 +147,49 @@ def test_without_stripe_the_action_is_not_offered(admin_client, alice, settings)
     assert b"sync_stripe_customer" not in page.content
     detail = admin_client.get(f"/admin/billing/customer/{alice.pk}/change/")
     assert b"Stripe is not configured" in detail.content
+
+
+# --- issue 12, item 2: the Refund action ---------------------------------------------
+
+
+def test_refund_action_shows_unused_and_used_and_asks_before_making_debt(admin_client, alice):
+    from tests.billing.test_stripe_effects import paid_then_used, psp_clearing_net
+    from wallets.ledger_check import find_problems
+
+    grant, charge = paid_then_used(alice)
+    chosen = {"action": "refund", "_selected_action": [charge.pk]}
+
+    page = admin_client.post(CHARGES, chosen)
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert "25.00 USD left to refund" in html
+    assert "5.00 USD unused, 20.00 USD used" in html
+    assert "a full refund makes 20.00 USD of debt" in html
+    assert "Turn used credit into debt" in html
+
+    refused = admin_client.post(CHARGES, {**chosen, "post": "yes"}, follow=True)
+    assert any("would become debt" in m for m in messages_of(refused))
+    charge.refresh_from_db()
+    assert charge.status == StripeCharge.Status.SUCCEEDED and charge.refunded_amount == 0
+
+    done = admin_client.post(
+        CHARGES, {**chosen, "post": "yes", "turn_used_credit_into_debt": "on"}, follow=True
+    )
+    assert "Refund charges: 1 refunded." in messages_of(done)
+    charge.refresh_from_db()
+    grant.wallet.refresh_from_db()
+    assert charge.status == StripeCharge.Status.REFUNDED and charge.refunded_by == "admin"
+    assert grant.wallet.debt == Decimal("20") and psp_clearing_net() == 0
+    assert LogEntry.objects.filter(object_id=str(charge.pk)).exists()
+    assert find_problems() == []
+
+
+def test_refund_action_within_the_unused_credit_needs_no_tick(admin_client, alice):
+    from tests.billing.test_stripe_effects import paid_then_used
+
+    grant, charge = paid_then_used(alice)
+    form = {"action": "refund", "_selected_action": [charge.pk], "post": "yes", "amount": "5.00"}
+    done = admin_client.post(CHARGES, form, follow=True)
+    assert "Refund charges: 1 partially refunded." in messages_of(done)
+    grant.refresh_from_db()
+    assert (grant.remaining, grant.wallet.debt) == (0, 0)

@@ -275,15 +275,6 @@ def test_refund_more_than_is_left_is_refused(alice_with_visa):
         stripe_services.refund_charge(charge=paid, amount=Decimal("5.01"), initiated_by="ops")
 
 
-def test_a_grant_is_refunded_in_full_only(alice_with_visa, effects):
-    # The wallets grant itself is not needed here: the glue is replaced by `effects`.
-    paid = charge(alice_with_visa, "10.00", purpose=StripeCharge.Purpose.GRANT, grant_id=41)
-    assert paid.status == Status.SUCCEEDED
-    with pytest.raises(ChargeNotRefundable, match="in full"):
-        stripe_services.refund_charge(charge=paid, amount=Decimal("1.00"), initiated_by="ops")
-    assert stripe_services.refund_charge(charge=paid, initiated_by="ops").status == Status.REFUNDED
-
-
 # --- money effects ----------------------------------------------------------------
 
 

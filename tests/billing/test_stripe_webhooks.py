@@ -476,3 +476,49 @@ def test_localstripe_signs_and_delivers_a_webhook_we_accept(
     event = StripeEvent.objects.get(type="payment_intent.succeeded")
     assert "already succeeded" in event.error
     assert effects == [("succeeded", charge.pk)]
+
+
+# --- issue 12, item 2: a refund made in the Stripe dashboard -------------------------
+
+
+@pytest.mark.django_db
+def test_a_dashboard_refund_of_used_credit_arrives_by_webhook_and_balances(
+    client, django_capture_on_commit_callbacks, alice
+):
+    """Staff refund a partly used 25.00 top-up in the Stripe dashboard, first 10.00 then
+    the rest. The money is gone: each charge.refunded webhook books its part, the unused
+    credit back from the grant, the rest as debt; psp_clearing nets to exactly zero."""
+    from billing import stripe_gateway
+    from tests.billing.test_stripe_effects import paid_then_used, psp_clearing_net
+    from wallets.ledger_check import find_problems
+    from wallets.models import LedgerTransaction
+
+    grant, charge = paid_then_used(alice)
+    intent = stripe_gateway.retrieve_payment_intent(payment_intent_id=charge.payment_intent_id)
+
+    def refund_in_dashboard(minor: int, key: str) -> None:
+        # straight to Stripe (localstripe), not through our refund service
+        stripe_gateway.refund(payment_intent_id=intent.id, amount=minor, idempotency_key=key)
+        stripe_charge = stripe_gateway._client().v1.charges.retrieve(intent.latest_charge_id)
+        data = stripe_charge.to_dict(recursive=True)
+        assert data["payment_intent"] == intent.id
+        deliver(client, django_capture_on_commit_callbacks, stripe_event("charge.refunded", data))
+
+    refund_in_dashboard(1000, "dashboard-1")
+    grant.refresh_from_db()
+    charge.refresh_from_db()
+    assert (charge.status, charge.refunded_amount) == (Status.PARTIALLY_REFUNDED, Decimal("10"))
+    assert (grant.remaining, grant.wallet.debt) == (0, Decimal("5"))  # 5 unused back, 5 owed
+    assert psp_clearing_net() == Decimal("-15")
+
+    refund_in_dashboard(1500, "dashboard-2")
+    grant.refresh_from_db()
+    charge.refresh_from_db()
+    assert (charge.status, charge.effects_applied_at is not None) == (Status.REFUNDED, True)
+    assert grant.status == "voided" and grant.wallet.debt == Decimal("20")
+    assert psp_clearing_net() == 0
+    refunds = LedgerTransaction.objects.filter(kind="refund").order_by("pk")
+    assert [r.amount for r in refunds] == [Decimal("10"), Decimal("15")]
+    assert "debt" in refunds[1].memo
+    assert set(StripeEvent.objects.values_list("status", flat=True)) == {"processed"}
+    assert find_problems() == []

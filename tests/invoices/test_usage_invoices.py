@@ -217,3 +217,140 @@ def test_the_close_job_runs_through_the_job_platform(alice, calls, price, credit
     assert Invoice.objects.count() == 1
     runs = JobRun.objects.filter(job_name="close_billing_periods").order_by("id")
     assert [r.items_processed for r in runs] == [1, 0]
+
+
+# --- issue 12, item 1: rounding after the debt was paid; one failure stops nobody ---
+
+
+def debt_then_top_up(customer, calls, quantity, top_up="50"):
+    """Usage of `quantity` × 0.001 in the last period goes to debt (limit 100), then a
+    top-up pays that debt off before the period is closed."""
+    wallet = services.open_wallet(customer=customer)
+    services.set_credit_limit(wallet=wallet, limit=D("100"), actor=JOB)
+    use(customer, "api-calls", quantity, last_period(customer).starts_at + timedelta(days=1))
+    wallet.refresh_from_db()
+    assert wallet.debt == D(quantity) / 1000
+    services.grant_credit(
+        wallet=wallet, amount=D(top_up), kind="paid", name="Top-up", actor=JOB,
+        idempotency_key=f"top-up-{customer.pk}",
+    )  # fmt: skip
+    wallet.refresh_from_db()
+    assert wallet.debt == 0
+    return wallet
+
+
+def test_a_debt_paid_off_before_the_close_is_invoiced_and_nobody_after_is_skipped(
+    alice, bob, calls, price, credit
+):
+    price(calls, "0.001", effective_from=LONG_AGO)
+    wallet = debt_then_top_up(alice, calls, "10004")  # 10.004 owed, then paid off exactly
+    credit(bob, "100", effective_at=timezone.now() - timedelta(days=90))
+    use(bob, "api-calls", "3000", last_period(bob).starts_at + timedelta(days=2))
+    assert alice.pk < bob.pk
+
+    assert close_due_periods(actor=JOB) == 2
+    mine = Invoice.objects.get(customer=alice)
+    assert (mine.subtotal, mine.credits_applied, mine.amount_due) == (D("10.00"), 0, D("10.00"))
+    assert mine.rounding_transaction_id is None  # nothing owed now: nothing to round
+    assert Invoice.objects.get(customer=bob).subtotal == D("3.00")
+    wallet.refresh_from_db()
+    assert (wallet.debt, wallet.credit_balance) == (0, D("39.996"))
+    assert find_problems() == []
+
+
+def test_rounding_up_never_books_new_debt_on_a_paid_invoice(alice, calls, price):
+    price(calls, "0.001", effective_from=LONG_AGO)
+    wallet = debt_then_top_up(alice, calls, "10006")  # 10.006 billed as 10.01, already paid
+    (invoice,) = close_period(customer=alice, period=last_period(alice), actor=JOB)
+    assert invoice.amount_due == D("10.01") and invoice.rounding_transaction_id is None
+    wallet.refresh_from_db()
+    assert wallet.debt == 0
+    assert find_problems() == []
+
+
+def test_debt_of_later_usage_is_left_to_its_own_invoice(alice, calls, price):
+    """Payments reach the oldest debt first: with last period's debt paid off, the debt
+    of this period's usage is not this invoice's to round."""
+    price(calls, "0.001", effective_from=LONG_AGO)
+    wallet = debt_then_top_up(alice, calls, "10004", top_up="10.004")
+    use(alice, "api-calls", "503.7", timezone.now() - timedelta(minutes=5))  # 0.5037 of debt
+    (invoice,) = close_period(customer=alice, period=last_period(alice), actor=JOB)
+    wallet.refresh_from_db()
+    assert invoice.rounding_transaction_id is None and wallet.debt == D("0.5037")
+    assert find_problems() == []
+
+
+def test_rounding_takes_only_what_is_still_owed(alice, calls, price):
+    """10.004 of debt, 5 paid by a top-up: 5.004 is still owed and is rounded to 5.00."""
+    price(calls, "0.001", effective_from=LONG_AGO)
+    wallet = services.open_wallet(customer=alice)
+    services.set_credit_limit(wallet=wallet, limit=D("100"), actor=JOB)
+    use(alice, "api-calls", "10004", last_period(alice).starts_at + timedelta(days=1))
+    services.grant_credit(
+        wallet=wallet, amount=D("5"), kind="paid", name="Top-up", actor=JOB,
+        idempotency_key="partial-top-up",
+    )  # fmt: skip
+    (invoice,) = close_period(customer=alice, period=last_period(alice), actor=JOB)
+    wallet.refresh_from_db()
+    assert invoice.amount_due == D("10.00") and wallet.debt == D("5.00")
+    assert invoice.rounding_transaction_id is not None
+    # voiding the invoice undoes the usage and the rounding: nothing is owed
+    void_usage_invoice(invoice=invoice, reason="test", actor=JOB)
+    wallet.refresh_from_db()
+    assert wallet.debt == 0
+    assert find_problems() == []
+
+
+@pytest.fixture
+def invoice_refused_for(django_db_blocker):
+    """A real failure for one customer: the database refuses that customer's invoice rows
+    (a trigger, rolled back with the test's transaction)."""
+
+    def refuse(customer):
+        from django.db import connection
+
+        with connection.cursor() as db:
+            db.execute(
+                f"""
+                CREATE FUNCTION test_refuse_invoice() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN RAISE EXCEPTION 'test: invoices of customer % are refused', NEW.customer_id;
+                END $$;
+                CREATE TRIGGER test_refuse_invoice BEFORE INSERT ON invoices_invoice
+                FOR EACH ROW WHEN (NEW.customer_id = {int(customer.pk)})
+                EXECUTE FUNCTION test_refuse_invoice();
+                """
+            )
+
+    return refuse
+
+
+def test_one_customers_failure_is_recorded_and_the_others_are_invoiced(
+    alice, bob, charlie, calls, price, credit, admin_client, invoice_refused_for
+):
+    from django.urls import reverse
+
+    from billing.tasks import close_billing_periods
+    from jobs.models import JobRun
+
+    price(calls, "1", effective_from=LONG_AGO)
+    price(calls, "1", effective_from=LONG_AGO, currency="EUR")
+    for customer in (alice, bob, charlie):
+        credit(customer, "100", effective_at=timezone.now() - timedelta(days=200))
+        use(customer, "api-calls", "3", last_period(customer).starts_at + timedelta(days=1))
+    invoice_refused_for(alice)  # the first customer of the run
+
+    result = close_billing_periods(batch_size=200)
+
+    assert set(Invoice.objects.values_list("customer__name", flat=True)) == {"Bob", "Charlie"}
+    run = JobRun.objects.get(job_name="close_billing_periods")
+    assert (run.status, run.items_processed, run.items_failed) == ("succeeded", 2, 1)
+    assert result["failed"] == 1
+    assert alice.account_number in run.error_summary
+    assert "invoices of customer" in run.error_summary
+    page = admin_client.get(reverse("admin:jobs_jobrun_change", args=[run.pk]))
+    assert page.status_code == 200 and alice.account_number in page.content.decode()
+    listing = admin_client.get(reverse("admin:jobs_jobrun_changelist")).content.decode()
+    assert alice.account_number in listing
+    health = admin_client.get(reverse("admin:jobs_jobhealth_changelist")).content.decode()
+    assert "2 / 1" in health and "1 item(s) failed in the last run" in health
+    assert find_problems() == []

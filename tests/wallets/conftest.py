@@ -2,6 +2,7 @@ from decimal import Decimal
 
 import pytest
 
+from tests.billing.conftest import api_key, calls, credit, price  # noqa: F401 - shared fixtures
 from wallets import services
 from wallets.actors import Actor
 from wallets.ledger_check import find_problems

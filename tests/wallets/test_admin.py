@@ -129,3 +129,20 @@ def test_only_destructive_confirmations_show_the_red_button(staff_client):
     assert "delete-confirmation" in void_class
     grant.refresh_from_db()
     assert grant.status == CreditGrant.Status.PENDING  # a confirmation page changes nothing
+
+
+def test_reverse_action_refuses_a_pending_grants_issue_and_says_to_void_it(staff_client):
+    """Issue 12, item 4, in the admin: the Reverse action shows the service's refusal."""
+    customer = CustomerFactory()
+    post_grant(staff_client, customer, payment="reconcile_later")
+    grant = CreditGrant.objects.get()
+    url = "/admin/wallets/ledgertransaction/"
+    chosen = {"action": "reverse_transactions", "_selected_action": [grant.issued_by_id]}
+    confirm = staff_client.post(url, chosen)
+    assert confirm.status_code == 200
+    done = staff_client.post(url, {**chosen, "post": "yes"}, follow=True)
+    page = done.content.decode()
+    assert "void the grant instead" in page
+    grant.refresh_from_db()
+    assert grant.status == CreditGrant.Status.PENDING
+    assert not LedgerTransaction.objects.filter(kind="reversal").exists()

@@ -43,6 +43,8 @@ def test_thresholds_are_normalised_and_copied_to_the_wallets(alice):
     alice.low_funds_thresholds = " 5, 50 ,20.50"
     alice.credit_limit_warnings = "90, 80%"
     alice.save()
+    assert wallet.low_funds_thresholds is None  # saving the customer touches no wallet
+    assert services.copy_warning_thresholds(alice) == 1  # the explicit copy does
     alice.refresh_from_db()
     wallet.refresh_from_db()
     assert alice.low_funds_thresholds == "50, 20.5, 5"
@@ -55,6 +57,7 @@ def test_thresholds_are_normalised_and_copied_to_the_wallets(alice):
     # clearing them switches the trigger off for these wallets
     alice.low_funds_thresholds = alice.credit_limit_warnings = ""
     alice.save()
+    services.copy_warning_thresholds(alice)
     assert list(Wallet.objects.filter(customer=alice).values_list(
         "low_funds_thresholds", "credit_limit_warnings"
     )) == [(None, None), (None, None)]  # fmt: skip
@@ -198,6 +201,7 @@ def test_class_defaults_apply_where_the_customer_has_none(alice, bob, grant):
     retail.low_funds_thresholds = "25,5"
     retail.credit_limit_warnings = "90"
     retail.save()
+    services.copy_class_warning_thresholds(retail)
     alice_wallet.refresh_from_db()
     bob_wallet.refresh_from_db()
     assert retail.low_funds_thresholds == "25, 5" and retail.credit_limit_warnings == "90%"
@@ -212,6 +216,7 @@ def test_class_defaults_apply_where_the_customer_has_none(alice, bob, grant):
     # leaving the class drops its defaults
     alice.customer_class = None
     alice.save(update_fields=["customer_class"])
+    services.copy_warning_thresholds(alice)
     alice_wallet.refresh_from_db()
     assert alice_wallet.low_funds_thresholds is None
 

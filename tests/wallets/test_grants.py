@@ -302,3 +302,128 @@ def test_check_ledger_finds_a_tampered_balance(wallet, grant, capsys):
     with pytest.raises(CommandError, match="FAILED"):
         call_command("check_ledger")
     assert "recorded 11.000000 / 0.000000, ledger says 10.000000 / 0" in capsys.readouterr().err
+
+
+# --- issue 12, item 4: a grant's issuing transaction is reversed exactly, or refused ---
+
+
+@pytest.mark.django_db
+def test_reversing_a_pending_grants_issue_is_refused_and_says_to_void_it(wallet, grant, ledger_ok):
+    pending = grant(wallet, "25", pending=True)
+    with pytest.raises(errors.NotReversible, match=r"pending.*void the grant instead"):
+        services.reverse(transaction_id=pending.issued_by_id, actor=STAFF, idempotency_key="r1")
+    pending.refresh_from_db()
+    assert pending.status == "pending"
+    assert not LedgerTransaction.objects.filter(kind="reversal").exists()
+    # voiding is the way: a later activation is then refused, nothing is ever issued
+    services.void_grant(grant=pending, actor=STAFF, idempotency_key="v1")
+    with pytest.raises(errors.InvalidGrantState):
+        services.activate_grant(
+            grant=pending, external_transaction_id="pay-1", actor=STAFF, idempotency_key="a1"
+        )
+    wallet.refresh_from_db()
+    assert wallet.credit_balance == 0
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_reversing_the_issue_of_a_grant_activated_since_is_refused(wallet, grant, ledger_ok):
+    pending = grant(wallet, "25", pending=True)
+    activation = services.activate_grant(
+        grant=pending, external_transaction_id="pay-1", actor=STAFF, idempotency_key="a1"
+    )
+    with pytest.raises(errors.NotReversible, match=r"activated by transaction.*void the grant"):
+        services.reverse(transaction_id=pending.issued_by_id, actor=STAFF, idempotency_key="r1")
+    issue = LedgerTransaction.objects.get(pk=pending.issued_by_id)
+    assert not LedgerTransaction.objects.filter(reverses=issue).exists()  # never "reversed"
+    pending.refresh_from_db()
+    assert (pending.status, pending.remaining) == ("active", D("25"))
+    # the activation itself moved the money: its reversal is exact (credit taken back)
+    services.reverse(transaction_id=activation.pk, actor=STAFF, idempotency_key="r2")
+    pending.refresh_from_db()
+    wallet.refresh_from_db()
+    assert (pending.status, pending.remaining, wallet.credit_balance) == ("voided", 0, 0)
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_reversing_the_issue_of_a_voided_grant_is_refused(wallet, grant, ledger_ok):
+    pending = grant(wallet, "25", pending=True)
+    services.void_grant(grant=pending, actor=STAFF, idempotency_key="v1")
+    with pytest.raises(errors.NotReversible, match="already voided"):
+        services.reverse(transaction_id=pending.issued_by_id, actor=STAFF, idempotency_key="r1")
+    assert not LedgerTransaction.objects.filter(kind="reversal").exists()
+    ledger_ok()
+
+
+# --- refunds of the payment for a grant (issue 12, item 2; Stripe end to end in tests/billing) ---
+
+
+def psp_grant(wallet, grant, amount="25"):
+    return grant(wallet, amount, funding="psp_clearing")
+
+
+@pytest.mark.django_db
+def test_refund_above_the_unused_credit_needs_allow_debt(wallet, grant, ledger_ok):
+    paid = psp_grant(wallet, grant)
+    services.draw_down(wallet=wallet, amount=D("20"), actor=STAFF, idempotency_key="u1")
+    with pytest.raises(
+        errors.RefundNeedsConfirmation,
+        match=r"5\.00 USD unused; refunding 25\.00 turns 20\.00 USD of used",
+    ):
+        services.refund_grant(grant=paid, refunded_total=D("25"), actor=STAFF, idempotency_key="f1")
+    assert not LedgerTransaction.objects.filter(kind="refund").exists()
+    first = services.refund_grant(
+        grant=paid, refunded_total=D("10"), actor=STAFF, idempotency_key="f1", allow_debt=True
+    )
+    assert entries_of(first) == [
+        ("grant/recv", "psp_clearing", D("5")),
+        ("grant/recv", "psp_clearing", D("5")),
+    ]
+    again = services.refund_grant(
+        grant=paid, refunded_total=D("10"), actor=STAFF, idempotency_key="f1", allow_debt=True
+    )
+    assert again == first  # the same total again books nothing
+    assert (
+        services.refund_grant(
+            grant=paid, refunded_total=D("10"), actor=STAFF, idempotency_key="f2", allow_debt=True
+        )
+        is None
+    )  # a total already booked, under another key: nothing more
+    services.refund_grant(
+        grant=paid, refunded_total=D("25"), actor=STAFF, idempotency_key="f3", allow_debt=True
+    )
+    paid.refresh_from_db()
+    wallet.refresh_from_db()
+    assert (paid.status, wallet.debt, wallet.credit_balance) == ("voided", D("20"), 0)
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_refund_of_a_voided_grant_moves_only_what_the_void_did_not(wallet, grant, ledger_ok):
+    paid = psp_grant(wallet, grant)
+    services.draw_down(wallet=wallet, amount=D("20"), actor=STAFF, idempotency_key="u1")
+    services.void_grant(grant=paid, actor=STAFF, idempotency_key="v1")  # 5 back to psp_clearing
+    split = services.refund_split(grant=paid, refunded_total=D("25"))
+    assert (split.voided, split.unused, split.expired, split.debt) == (D("5"), 0, 0, D("20"))
+    assert split.used == D("20") and split.without_debt == D("5")
+    services.refund_grant(grant=paid, refunded_total=D("5"), actor=STAFF, idempotency_key="f1")
+    refund = LedgerTransaction.objects.get(kind="refund")
+    assert refund.amount == D("5") and not refund.entries.exists()  # the void already moved it
+    wallet.refresh_from_db()
+    assert wallet.debt == 0
+    ledger_ok()
+
+
+@pytest.mark.django_db
+def test_refund_of_a_pending_grant_is_refused(wallet, grant, ledger_ok):
+    pending = grant(wallet, "25", pending=True)
+    with pytest.raises(errors.InvalidGrantState, match="still pending"):
+        services.refund_grant(
+            grant=pending,
+            refunded_total=D("25"),
+            actor=STAFF,
+            idempotency_key="f1",
+            allow_debt=True,
+        )
+    ledger_ok()

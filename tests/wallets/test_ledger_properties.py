@@ -42,8 +42,14 @@ class ModelGrant:
     priority: int
     free: bool
     region: str | None
-    expires: bool
+    expires: bool  # expires within the run (the `expire` rule may expire it)
     pk: int
+    expires_at: object = None  # every grant expires (the default period at the latest)
+    source: int | None = None  # received by transfer: the sender's grant it came from
+
+    def order(self):
+        """The draw-down order (wallets.services.draw_order)."""
+        return (-(self.region is not None), self.priority, self.expires_at, not self.free, self.pk)
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -90,7 +96,7 @@ class LedgerMachine(RuleBasedStateMachine):
             expires_at=timezone.now() + timedelta(days=1) if expires else None,
         )  # fmt: skip
         model = ModelGrant(w, D(0) if pending else amount, "pending" if pending else "active",
-                           priority, free, region, expires, g.pk)  # fmt: skip
+                           priority, free, region, expires, g.pk, g.expires_at)  # fmt: skip
         self.grants[g.pk] = model
         if not pending:
             self.pay_debt_from(w, model)
@@ -114,9 +120,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def draw(self, w, amount, region):
         usable = [g for g in self.grants.values()
                   if g.wallet == w and g.status == "active" and g.remaining > 0 and g.region in (None, region)]  # fmt: skip
-        usable.sort(
-            key=lambda g: (-(g.region is not None), g.priority, not g.expires, not g.free, g.pk)
-        )
+        usable.sort(key=ModelGrant.order)
         covered = min(amount, sum((g.remaining for g in usable), D(0)))
         headroom = max(D(0), self.limit[w] - self.debt[w])
         try:
@@ -160,6 +164,14 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         g = data.draw(st.sampled_from(live))
         services.void_grant(grant=g.pk, actor=STAFF, idempotency_key=self.key())
+        source = self.grants.get(g.source) if g.source else None
+        if (
+            source is not None
+            and source.status in ("active", "exhausted")
+            and g.status != "pending"
+        ):
+            source.remaining += g.remaining  # a transfer voids back to the sender's grant
+            source.status = "exhausted" if source.remaining == 0 else "active"
         g.remaining, g.status = D(0), "voided"
 
     @rule(amount=amounts, forward=st.booleans())
@@ -174,19 +186,24 @@ class LedgerMachine(RuleBasedStateMachine):
         except errors.InsufficientFunds:
             assert amount > available
             return
-        usable.sort(key=lambda g: (g.priority, not g.expires, not g.free, g.pk))
+        usable.sort(key=ModelGrant.order)
         left = amount
-        for g in usable:
+        received = []
+        for g, pk in zip(
+            [g for g in usable if g.remaining > 0], tx.metadata["received_grants"], strict=False
+        ):
             part = min(left, g.remaining)
             g.remaining -= part
             g.status = "exhausted" if g.remaining == 0 else "active"
             left -= part
-        received = ModelGrant(
-            target, amount, "active", 100, False, None, False, tx.metadata["received_grant"]
-        )
-        self.grants[received.pk] = received
-        self.pay_debt_from(target, received)
-        received.status = "exhausted" if received.remaining == 0 else "active"
+            # each part arrives as its own grant, keeping the sender grant's expiry
+            received.append(ModelGrant(target, part, "active", 100, False, None, g.expires, pk,
+                                       g.expires_at, source=g.pk))  # fmt: skip
+        assert left == 0 and len(received) == len(tx.metadata["received_grants"])
+        for r in sorted(received, key=ModelGrant.order):
+            self.grants[r.pk] = r
+            self.pay_debt_from(target, r)
+            r.status = "exhausted" if r.remaining == 0 else "active"
 
     @precondition(lambda self: self.usages)
     @rule(data=st.data())
@@ -206,7 +223,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 wallet=self.wallets[w], kind="payment_on_account"
             ).latest("id")
             self.grants[refund.pk] = ModelGrant(
-                w, to_debt - back, "active", 100, False, None, False, refund.pk
+                w, to_debt - back, "active", 100, False, None, False, refund.pk, refund.expires_at
             )
 
     @invariant()
