@@ -8,6 +8,7 @@ from ninja.errors import AuthenticationError, ValidationError
 from billing.api import api_key_of
 from billing.api import router as billing_router
 from billing.models import ApiKey
+from config.outage import install_api_handlers
 
 api = NinjaAPI(
     title="Prepaid back-office API",
@@ -47,5 +48,8 @@ def invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
             return unauthorized(request, refused)
     return api.create_response(request, {"detail": exc.errors}, status=422)
 
+
+# a database outage: 503, Retry-After, {"detail": "the ledger is unavailable; ..."}
+install_api_handlers(api)
 
 api.add_router("/", billing_router)

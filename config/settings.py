@@ -47,6 +47,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # first: drops connections whose server restarted; a database outage in a page
+    # answers 503 "temporarily unavailable" (the API has its own JSON 503)
+    "config.outage.DatabaseOutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -82,10 +85,13 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=database_url(DEFAULT_DIR / "pgdata")),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-# No health check (a `SELECT 1` round trip) at the start of every request: with
-# persistent connections a connection that broke fails one request, and Django
-# drops it at that request's end (a database error marks it unusable).
+# No health check (a `SELECT 1` round trip) at the start of every request: a
+# connection whose server went away (a PostgreSQL restart) is found without a round
+# trip instead (config.outage: one poll() on its socket before each request and
+# task), so it costs no failed request. bench/README.md measures both.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=False)
+# While the database is down, requests answer 503 with this Retry-After (seconds).
+OUTAGE_RETRY_AFTER_SECONDS = env.int("OUTAGE_RETRY_AFTER_SECONDS", default=2)
 DATABASES["default"].setdefault("TEST", {})
 # Django disables psycopg's prepared statements (prepare_threshold=None). Allow them,
 # but only where code asks (`prepare=True`): the draw-down statement is planned once
