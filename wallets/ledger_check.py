@@ -383,19 +383,22 @@ CHECKS: list[Check] = [
         "grant.remaining = its amount (once issued) − its lots − what expiry, void, debt "
         "and reversals took from it",
         # Movements a lot explains are counted from the lots; all others from the
-        # entries. The first transaction that credits the grant issues it: its
-        # credit is the amount, not a movement.
+        # entries. The first transaction that credits the grant issues it: what it
+        # credits there is the amount issued, not a movement.
         f"""
         WITH moves AS ({GRANT_MOVES}),
         lots AS ({LOTS}),
         other AS (
             SELECT m.grant_id,
                    SUM(CASE WHEN l.amount IS NULL THEN m.moved_out - m.moved_in
-                            ELSE m.passed_on END) AS took,
-                   MIN(m.transaction_id) FILTER (WHERE m.moved_in > 0) AS issued_by
+                            ELSE m.passed_on END) AS took
             FROM moves m
             LEFT JOIN lots l ON l.transaction_id = m.transaction_id AND l.grant_id = m.grant_id
             GROUP BY m.grant_id
+        ),
+        issue AS (
+            SELECT DISTINCT ON (grant_id) grant_id, moved_in AS credited
+            FROM moves WHERE moved_in > 0 ORDER BY grant_id, transaction_id
         ),
         lots_per_grant AS (
             SELECT grant_id, SUM(amount) AS amount FROM wallets_grantconsumption GROUP BY 1
@@ -404,12 +407,12 @@ CHECKS: list[Check] = [
             SELECT g.id, g.remaining, g.amount, g.activated_at,
                    CASE WHEN g.activated_at IS NULL THEN 0 ELSE g.amount END
                    - COALESCE(lg.amount, 0)
-                   - COALESCE(o.took, 0)
-                   - CASE WHEN o.issued_by IS NULL THEN 0 ELSE g.amount END AS remaining_by_history,
-                   COALESCE(lg.amount, 0) AS lots, COALESCE(o.took, 0) + CASE
-                       WHEN o.issued_by IS NULL THEN 0 ELSE g.amount END AS took
+                   - (COALESCE(o.took, 0) + COALESCE(i.credited, 0)) AS remaining_by_history,
+                   COALESCE(lg.amount, 0) AS lots,
+                   COALESCE(o.took, 0) + COALESCE(i.credited, 0) AS took
             FROM wallets_creditgrant g
             LEFT JOIN other o ON o.grant_id = g.id
+            LEFT JOIN issue i ON i.grant_id = g.id
             LEFT JOIN lots_per_grant lg ON lg.grant_id = g.id
         )
         SELECT 'grant ' || id, remaining::text,
