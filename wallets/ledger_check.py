@@ -117,7 +117,11 @@ ACCOUNT_NAME = "CASE a.kind WHEN 'system' THEN a.code ELSE a.kind END"
 @dataclass(frozen=True)
 class Check:
     rule: str
-    sql: str
+    sql: str  # the rows breaking the rule: (subject, recorded, what the ledger says)
+
+    @property
+    def query(self) -> str:
+        return f"SELECT * FROM ({self.sql}) found LIMIT {SHOWN_PER_CHECK + 1}"
 
 
 CHECKS: list[Check] = [
@@ -480,7 +484,8 @@ def find_problems() -> list[str]:
     problems: list[str] = []
     with _snapshot() as cursor:
         for check in CHECKS:
-            cursor.execute(f"SELECT * FROM ({check.sql}) found LIMIT {SHOWN_PER_CHECK + 1}")
+            # prepared: a test suite that checks after every step plans each once
+            cursor.cursor.execute(check.query, prepare=True)
             rows = cursor.fetchall()
             for subject, recorded, expected in rows[:SHOWN_PER_CHECK]:
                 problems.append(
@@ -495,13 +500,18 @@ def find_problems() -> list[str]:
 def _snapshot() -> Iterator[CursorWrapper]:
     """A cursor in one REPEATABLE READ, read-only transaction (one snapshot for every
     check), or in the caller's transaction when there is one (tests)."""
+    # Whole-ledger scans: planning them is cheap, JIT-compiling them is not (and on
+    # a small, never analysed ledger the planner's guesses would JIT every check).
     if connection.in_atomic_block:
         with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('jit'), set_config('jit', 'off', true)")
+            row = cursor.fetchone()
+            assert row is not None
             yield cursor
+            cursor.execute("SELECT set_config('jit', %s, true)", [row[0]])
         return
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        # Whole-ledger scans: planning them is cheap, JIT-compiling them is not.
         cursor.execute("SET LOCAL jit = off")
         yield cursor
 
