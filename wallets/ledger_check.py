@@ -239,6 +239,39 @@ CHECKS: list[Check] = [
         """,
     ),
     Check(
+        "a grant's status agrees with its history: expired by an expiry, voided by a void "
+        "or the reversal of its issue, an active one still holds credit",
+        # (A reversed issue whose credit had all gone to pay debt leaves the grant
+        # exhausted, not voided: nothing was left to take back.)
+        """
+        WITH ended AS (
+            SELECT (metadata ->> 'grant')::bigint AS grant_id, kind
+            FROM wallets_ledgertransaction WHERE kind IN ('expiry', 'void')
+            UNION ALL
+            SELECT CASE WHEN r.kind = 'transfer' THEN (r.metadata ->> 'received_grant')::bigint
+                        ELSE (r.metadata ->> 'grant')::bigint END,
+                   'reversal of its issue'
+            FROM wallets_ledgertransaction t
+            JOIN wallets_ledgertransaction r ON r.id = t.reverses_id
+                 AND r.kind IN ('grant', 'activation', 'transfer')
+        ),
+        history AS (
+            SELECT grant_id, string_agg(kind, ', ' ORDER BY kind) AS kinds,
+                   bool_or(kind = 'expiry') AS expired,
+                   bool_or(kind IN ('void', 'reversal of its issue')) AS voided,
+                   bool_or(kind IN ('expiry', 'void')) AS ended
+            FROM ended GROUP BY grant_id
+        )
+        SELECT 'grant ' || g.id, g.status || ' holding ' || g.remaining,
+               COALESCE(h.kinds, 'no expiry, void or reversal of its issue')
+        FROM wallets_creditgrant g LEFT JOIN history h ON h.grant_id = g.id
+        WHERE (g.status = 'expired' AND h.expired IS NOT TRUE)
+           OR (g.status = 'voided' AND h.voided IS NOT TRUE)
+           OR (g.status IN ('pending', 'active', 'exhausted') AND h.ended)
+           OR (g.status = 'active' AND g.remaining = 0)
+        """,
+    ),
+    Check(
         "wallet.credit_balance / restricted_balance equal the remaining of its live grants",
         """
         SELECT 'wallet ' || w.id,

@@ -253,6 +253,24 @@ def test_a_grant_remaining_that_is_not_its_accounts_balance(ledger):
     )
 
 
+def test_a_grant_marked_expired_without_its_expiry(ledger):
+    # an exhausted grant (nothing left, so no balance changes) marked expired
+    exhausted = CreditGrant.objects.filter(status="exhausted").first()
+    assert exhausted is not None
+    CreditGrant.objects.filter(pk=exhausted.pk).update(status="expired")
+    found = check_ledger_errors()
+    assert_found(found, "a grant's status agrees with its history", f"grant {exhausted.pk}")
+    assert len(found.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("status", ["active", "exhausted", "voided"])
+def test_an_expired_grant_brought_back(ledger, status):
+    expired = ledger.expiry.metadata["grant"]
+    CreditGrant.objects.filter(pk=expired).update(status=status)
+    assert_found(check_ledger_errors(), "a grant's status agrees with its history",
+                 f"grant {expired}")  # fmt: skip
+
+
 def test_a_wallet_balance_that_is_not_its_grants(ledger):
     Wallet.objects.filter(pk=ledger.alice.pk).update(credit_balance=ledger.alice.credit_balance + 1)
     assert_found(check_ledger_errors(), "wallet.credit_balance / restricted_balance",
@@ -402,6 +420,7 @@ def test_every_check_has_a_corruption_test():
         "each transaction's balance_after", "a lot belongs to a transaction",
         "what usage, debt settlement and transfers take", "a reversal's lots give back",
         "grant.remaining = its amount", "usage never took debt above",
+        "a grant's status agrees with its history",
     }  # fmt: skip
     assert sorted(c.rule for c in CHECKS if not any(c.rule.startswith(t) for t in tested)) == []
     assert len(CHECKS) == len(tested)
