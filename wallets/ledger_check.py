@@ -73,26 +73,33 @@ def _flows_values() -> str:
     return ",\n".join(f"('{kind}', '{debit}', '{credit}')" for kind, debit, credit in rows)
 
 
-# Every entry twice: once on its debit side (sign -1), once on its credit side (+1),
-# with the account on the other side. A grant or system account's balance is
-# credits minus debits; a receivable's (what the customer owes) is the opposite.
-SIDES = """
+def _sides(entries: str = "wallets_entry") -> str:
+    """Every entry twice: once on its debit side (sign -1), once on its credit side
+    (+1), with the account on the other side. A grant or system account's balance
+    is credits minus debits; a receivable's (what the customer owes) the opposite.
+    `entries`: the table, or a subquery of some of its rows."""
+    return f"""
     SELECT id AS entry_id, transaction_id, credit_account_id AS account_id,
            debit_account_id AS other_account_id, amount, 1 AS sign
-    FROM wallets_entry
+    FROM {entries} e
     UNION ALL
     SELECT id, transaction_id, debit_account_id, credit_account_id, amount, -1
-    FROM wallets_entry
+    FROM {entries} e
 """
+
+
+SIDES = _sides()
 
 ACCOUNT_BALANCES = f"""
     SELECT account_id, SUM(sign * amount) AS credit_minus_debit
     FROM ({SIDES}) sides GROUP BY account_id
 """
 
-# Per transaction and grant: what the transaction moved out of the grant's account,
-# into it, and (of what it moved out) on to breakage or a funding account.
-GRANT_MOVES = f"""
+
+def _grant_moves(entries: str = "wallets_entry") -> str:
+    """Per transaction and grant: what the transaction moved out of the grant's
+    account, into it, and (of what it moved out) on to breakage or a funder."""
+    return f"""
     SELECT s.transaction_id, g.id AS grant_id,
            COALESCE(SUM(s.amount) FILTER (WHERE s.sign < 0), 0) AS moved_out,
            COALESCE(SUM(s.amount) FILTER (WHERE s.sign > 0), 0) AS moved_in,
@@ -100,11 +107,24 @@ GRANT_MOVES = f"""
                WHERE s.sign < 0 AND o.kind = 'system'
                  AND o.code IN ('breakage', {", ".join(f"'{f}'" for f in FUNDING)})), 0)
                AS passed_on
-    FROM ({SIDES}) s
+    FROM ({_sides(entries)}) s
     JOIN wallets_creditgrant g ON g.account_id = s.account_id
     JOIN wallets_account o ON o.id = s.other_account_id
     GROUP BY s.transaction_id, g.id
 """
+
+
+GRANT_MOVES = _grant_moves()
+# Only the entries of transactions that have lots (a few of the ledger's).
+LOT_TRANSACTION_MOVES = _grant_moves(
+    "(SELECT * FROM wallets_entry WHERE transaction_id IN "
+    "(SELECT transaction_id FROM wallets_grantconsumption))"
+)
+
+# The entries of the transactions in the `crossing` CTE of the currency check.
+CROSSING_SIDES = _sides(
+    "(SELECT * FROM wallets_entry WHERE transaction_id IN (SELECT transaction_id FROM crossing))"
+)
 
 LOTS = """
     SELECT transaction_id, grant_id, SUM(amount) AS amount
@@ -129,11 +149,20 @@ CHECKS: list[Check] = [
         "every transaction balances per currency (Σ debited = Σ credited, by the accounts' "
         "currency)",
         f"""
+        WITH crossing AS (
+            -- a transaction can only be off in some currency if one of its entries
+            -- joins two currencies: aggregate those transactions alone
+            SELECT DISTINCT e.transaction_id FROM wallets_entry e
+            JOIN wallets_account d ON d.id = e.debit_account_id
+            JOIN wallets_account c ON c.id = e.credit_account_id
+            WHERE d.currency <> c.currency
+        )
         SELECT 'transaction ' || transaction_id || ' in ' || currency,
-               'debited ' || SUM(amount) FILTER (WHERE sign < 0),
-               'credited ' || SUM(amount) FILTER (WHERE sign > 0)
+               'debited ' || COALESCE(SUM(amount) FILTER (WHERE sign < 0), 0),
+               'credited ' || COALESCE(SUM(amount) FILTER (WHERE sign > 0), 0)
         FROM (SELECT s.transaction_id, a.currency, s.amount, s.sign
-              FROM ({SIDES}) s JOIN wallets_account a ON a.id = s.account_id) per_side
+              FROM ({CROSSING_SIDES}) s
+              JOIN wallets_account a ON a.id = s.account_id) per_side
         GROUP BY transaction_id, currency
         HAVING SUM(sign * amount) <> 0
         """,
@@ -220,13 +249,17 @@ CHECKS: list[Check] = [
         FROM wallets_ledgertransaction t JOIN wallets_wallet w ON w.id = t.wallet_id
         WHERE t.currency <> w.currency
         UNION ALL
-        SELECT 'account ' || a.id, a.kind || ' account holding ' || b.credit_minus_debit,
+        SELECT 'account ' || s.account_id,
+               'a ' || MIN(o.kind) || ' account moved by entries '
+                   || string_agg(s.entry_id::text, ', ' ORDER BY s.entry_id),
                'no grant or wallet owns it'
-        FROM wallets_account a
-        JOIN ({ACCOUNT_BALANCES}) b ON b.account_id = a.id
-        LEFT JOIN wallets_creditgrant g ON g.account_id = a.id
-        LEFT JOIN wallets_wallet w ON w.receivable_account_id = a.id
-        WHERE a.kind <> 'system' AND g.id IS NULL AND w.id IS NULL
+        FROM ({SIDES}) s
+        JOIN (SELECT a.id, a.kind FROM wallets_account a
+              LEFT JOIN wallets_creditgrant g ON g.account_id = a.id
+              LEFT JOIN wallets_wallet w ON w.receivable_account_id = a.id
+              WHERE a.kind <> 'system' AND g.id IS NULL AND w.id IS NULL) o
+          ON o.id = s.account_id
+        GROUP BY s.account_id
         """,
     ),
     Check(
@@ -366,7 +399,7 @@ CHECKS: list[Check] = [
         FROM ({LOTS}) l
         JOIN wallets_ledgertransaction t ON t.id = l.transaction_id
         JOIN wallets_creditgrant g ON g.id = l.grant_id
-        LEFT JOIN ({GRANT_MOVES}) m
+        LEFT JOIN ({LOT_TRANSACTION_MOVES}) m
           ON m.transaction_id = l.transaction_id AND m.grant_id = l.grant_id
         WHERE t.wallet_id IS DISTINCT FROM g.wallet_id
            OR (l.amount > 0 AND (t.kind NOT IN ('usage', 'debt_settlement', 'transfer')
@@ -379,12 +412,13 @@ CHECKS: list[Check] = [
         "recorded as lots, exactly",
         f"""
         WITH taken AS (
-            SELECT m.transaction_id, m.grant_id, m.moved_out AS amount
-            FROM ({GRANT_MOVES}) m
-            JOIN wallets_ledgertransaction t ON t.id = m.transaction_id
+            SELECT e.transaction_id, g.id AS grant_id, SUM(e.amount) AS amount
+            FROM wallets_entry e
+            JOIN wallets_ledgertransaction t ON t.id = e.transaction_id
                  AND t.kind IN ('usage', 'debt_settlement', 'transfer')
-            JOIN wallets_creditgrant g ON g.id = m.grant_id AND g.wallet_id = t.wallet_id
-            WHERE m.moved_out > 0
+            JOIN wallets_creditgrant g
+              ON g.account_id = e.debit_account_id AND g.wallet_id = t.wallet_id
+            GROUP BY e.transaction_id, g.id
         ), lots AS (
             SELECT l.* FROM ({LOTS}) l
             JOIN wallets_ledgertransaction t ON t.id = l.transaction_id
@@ -529,24 +563,40 @@ def find_problems() -> list[str]:
     return problems
 
 
+# For the checks' statements only: planning a whole-ledger scan is cheap, JIT-
+# compiling it is not (and on a small, never analysed ledger the planner's guesses
+# would JIT every check); hash aggregates that fit in memory instead of spilling.
+# Bounded: a statement uses a few times work_mem at most.
+CHECK_SETTINGS = {"jit": "off", "work_mem": "64MB"}
+
+
 @contextmanager
 def _snapshot() -> Iterator[CursorWrapper]:
     """A cursor in one REPEATABLE READ, read-only transaction (one snapshot for every
-    check), or in the caller's transaction when there is one (tests)."""
-    # Whole-ledger scans: planning them is cheap, JIT-compiling them is not (and on
-    # a small, never analysed ledger the planner's guesses would JIT every check).
+    check), or in the caller's transaction when there is one (tests), with
+    CHECK_SETTINGS in force (and the caller's own restored afterwards)."""
     if connection.in_atomic_block:
         with connection.cursor() as cursor:
-            cursor.execute("SELECT current_setting('jit'), set_config('jit', 'off', true)")
-            row = cursor.fetchone()
-            assert row is not None
+            cursor.execute(
+                "SELECT " + ", ".join(f"current_setting('{name}')" for name in CHECK_SETTINGS)
+            )
+            before = dict(zip(CHECK_SETTINGS, cursor.fetchone() or (), strict=True))
+            _apply(cursor, CHECK_SETTINGS)
             yield cursor
-            cursor.execute("SELECT set_config('jit', %s, true)", [row[0]])
+            _apply(cursor, before)
         return
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        cursor.execute("SET LOCAL jit = off")
+        _apply(cursor, CHECK_SETTINGS)
         yield cursor
+
+
+def _apply(cursor: CursorWrapper, settings: dict[str, str]) -> None:
+    """SET LOCAL each setting (until the end of the transaction)."""
+    cursor.execute(
+        "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in settings),
+        [value for item in settings.items() for value in item],
+    )
 
 
 def wallets_over_limit() -> list[str]:
