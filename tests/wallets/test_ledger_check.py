@@ -105,8 +105,11 @@ def ledger(alice, bob, keys) -> Ledger:
     debt_usage = use(b, "12")
     payment = services.record_debt_payment(wallet=b, amount=D("2"), actor=STAFF,
                                            idempotency_key=keys.next())  # fmt: skip
-    services.round_debt(wallet=b, difference=D("0.004"), actor=STAFF, idempotency_key=keys.next())
-    services.round_debt(wallet=b, difference=D("-0.004"), actor=STAFF, idempotency_key=keys.next())
+    # 10 owed: billed 9.996 rounds up (+0.004), then billed 10.004 rounds down (-0.004)
+    assert services.round_debt(wallet=b, exact=D("9.996"), quantum=D("0.01"), actor=STAFF,
+                               idempotency_key=keys.next()) is not None  # fmt: skip
+    assert services.round_debt(wallet=b, exact=D("10.004"), quantum=D("0.01"), actor=STAFF,
+                               idempotency_key=keys.next()) is not None  # fmt: skip
     reverse(payment)
     transfer = services.transfer(source=a, target=b, amount=D("15"), actor=STAFF,
                                  idempotency_key=keys.next())  # fmt: skip
