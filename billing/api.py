@@ -325,9 +325,15 @@ class UsageBatchIn(pydantic.BaseModel):
         WithJsonSchema(
             {
                 "type": "array",
-                # Each item is validated on its own (so one bad event does not sink
-                # the batch); the docs still show what an event looks like.
-                "items": UsageEventIn.model_json_schema(),
+                # Each item is validated on its own, so one bad event does not sink
+                # the batch: the batch accepts any item (an invalid one fails in its
+                # result). The docs still show what an event looks like.
+                "items": {
+                    "anyOf": [
+                        UsageEventIn.model_json_schema(),
+                        {"description": "Anything else fails alone, with a 422 in its result."},
+                    ]
+                },
                 "minItems": 1,
                 "maxItems": settings.USAGE_BATCH_MAX_EVENTS,
                 "description": f"1 to USAGE_BATCH_MAX_EVENTS (here "
@@ -456,7 +462,11 @@ class WalletFilter(Schema):
 
 AccountNumberPath = Annotated[
     str,
-    Path(pattern=ACCOUNT_NUMBER, description="The customer's account number, e.g. A0000001."),
+    Path(
+        pattern=ACCOUNT_NUMBER,
+        description="The customer's account number, e.g. A0000001.",
+        examples=["A0000001"],
+    ),
 ]
 EventPkPath = Annotated[
     int, Path(ge=1, le=MAX_ID, description="The usage event's `id` (from the usage answer).")
@@ -583,12 +593,16 @@ STATUS_TEXT = {
 }
 
 
+# Answered by gunicorn (`make run`, production) before the request reaches Django.
+URL_TOO_LONG = {"description": "The URL is too long (gunicorn's limit: 4094 bytes)."}
+
+
 def documented(responses: dict[int, Any]) -> dict[str, Any]:
-    """`openapi_extra` giving each error status of `responses` its description."""
-    return {
-        "responses": {code: {"description": STATUS_TEXT[code]} for code in responses
-                      if code in STATUS_TEXT}
-    }  # fmt: skip
+    """`openapi_extra` giving each error status of `responses` its description, and
+    the web server's own 414."""
+    described = {code: {"description": STATUS_TEXT[code]} for code in responses
+                 if code in STATUS_TEXT}  # fmt: skip
+    return {"responses": {**described, 414: URL_TOO_LONG}}
 
 
 USAGE_RESPONSES = {200: UsageOut, 402: ErrorOut, 409: ErrorOut, **COMMON_ERRORS, **BODY_ERRORS}

@@ -19,7 +19,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 
-from billing.api import api_key_of
+from billing.api import ErrorOut, api_key_of, documented
 from billing.api import router as billing_router
 from billing.models import ApiKey
 
@@ -78,7 +78,16 @@ api = NinjaAPI(
 )
 
 
-@api.get("/health", auth=None, tags=["meta"], response={200: dict[str, str]})
+HEALTH_RESPONSES = {200: dict[str, str], 500: ErrorOut}
+
+
+@api.get(
+    "/health",
+    auth=None,
+    tags=["meta"],
+    response=HEALTH_RESPONSES,
+    openapi_extra=documented(HEALTH_RESPONSES),
+)
 def health(request) -> dict[str, str]:
     """Liveness: the web process is up and PostgreSQL answers."""
     with connection.cursor() as cursor:
