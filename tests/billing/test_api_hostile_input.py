@@ -461,3 +461,18 @@ def test_an_unexpected_error_is_a_json_500_without_a_traceback_even_with_debug(
     assert b"Traceback" not in response.content
     assert "secret internals" in caplog.text  # logged on our side, with the traceback
     assert "Traceback" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "header",
+    ["Bearer ppk_\x00", "Bearer \x00", "Bearer " + "ppk_" + "x" * 5000, "Bearer ppk_é",
+     "\x00", "Basic YTpi", "Bearer"],
+)  # fmt: skip
+def test_a_hostile_api_key_is_a_json_401(alice, funded, header):
+    client = Client(headers={"Authorization": header}, raise_request_exception=False)
+
+    response = client.get(f"/api/v1/customers/{alice.account_number}/balance")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    assert response.json()["detail"]
