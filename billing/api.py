@@ -607,7 +607,7 @@ def documented(responses: dict[int, Any]) -> dict[str, Any]:
 
 USAGE_RESPONSES = {200: UsageOut, 402: ErrorOut, 409: ErrorOut, **COMMON_ERRORS, **BODY_ERRORS}
 BATCH_RESPONSES = {200: UsageBatchOut, **COMMON_ERRORS, **BODY_ERRORS}
-REVERSE_RESPONSES = {200: ReversalOut, 404: ErrorOut, 409: ErrorOut, **COMMON_ERRORS}
+REVERSE_RESPONSES = {200: ReversalOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, **COMMON_ERRORS}
 BALANCE_RESPONSES = {200: BalanceOut, 404: ErrorOut, **COMMON_ERRORS}
 GRANTS_RESPONSES = {200: list[GrantOut], 404: ErrorOut, **COMMON_ERRORS}
 TRANSACTIONS_RESPONSES = {200: list[TransactionOut], 404: ErrorOut, **COMMON_ERRORS}
@@ -733,8 +733,14 @@ def post_usage_batch(request: HttpRequest, batch: UsageBatchIn) -> Any:
 def post_usage_reverse(request: HttpRequest, event_pk: EventPkPath) -> Any:
     """Undo the event's draw-down: its credit goes back to the grants it came from
     (with their original expiry) and any debt it created is cancelled. `event_pk`
-    is the `id` from the usage answer. Reversing twice returns the first answer."""
+    is the `id` from the usage answer. Reversing twice returns the first answer.
+    The whole event is reversed: the request takes no body, and one is refused
+    (422) rather than ignored (a `quantity` sent for a partial reversal would
+    otherwise reverse everything)."""
     key = api_key_of(request)
+    if sends_fields(request):
+        return Status(422, {"detail": [{"loc": ["body"], "type": "extra_forbidden",
+                                        "msg": "send no body: the whole event is reversed."}]})  # fmt: skip
     event = UsageEvent.objects.select_related("customer").filter(pk=event_pk).first()
     if event is None or not key.may_see(event.customer):
         return Status(404, {"detail": f"no usage event with id {event_pk}."})
@@ -743,6 +749,20 @@ def post_usage_reverse(request: HttpRequest, event_pk: EventPkPath) -> Any:
     except UsageError as exc:
         return Status(exc.status_code, {"detail": str(exc)})
     return Status(200, {**outcome.response, "replayed": outcome.replayed})
+
+
+def sends_fields(request: HttpRequest) -> bool:
+    """Whether the request carries any input in its body: an empty body, an empty
+    JSON object and an empty form carry none."""
+    body = request.body.strip()
+    if not body:
+        return False
+    if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return bool(request.POST or request.FILES)
+    try:
+        return json.loads(body) != {}
+    except (ValueError, RecursionError):
+        return True
 
 
 # --- balances, grants, transactions --------------------------------------------------

@@ -149,6 +149,7 @@ HOSTILE_PATH = {
     "dots": "..",
     "spaces": "%20%20",
     "unicode": quote("😀"),
+    "forged id": "987654",
 }
 
 # Query parameters (name, raw URL-escaped value) for the list endpoints.
@@ -476,3 +477,16 @@ def test_a_hostile_api_key_is_a_json_401(alice, funded, header):
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == 'Bearer realm="api"'
     assert response.json()["detail"]
+
+
+@pytest.mark.parametrize("body", ['{"quantity": "1"}', "[]", "x", " " * (3 * 1024 * 1024) + "1"])
+def test_reversing_takes_no_body_and_refuses_one(client, alice, funded, body):
+    booked = send_json(client, "/api/v1/usage", json.dumps(good_event(alice.account_number)))
+    before = ledger_state()
+
+    response = send_json(client, f"/api/v1/usage/{booked.json()['id']}/reverse", body)
+
+    assert_refused(response, field_error=len(body) < 100)
+    assert response.status_code == (422 if len(body) < 100 else 413)
+    assert ledger_state() == before
+    assert client.post(f"/api/v1/usage/{booked.json()['id']}/reverse").status_code == 200
