@@ -51,6 +51,7 @@ MIDDLEWARE = [
     # answers 503 "temporarily unavailable" (the API has its own JSON 503)
     "config.outage.DatabaseOutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.RefuseNulInUrl",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -1,0 +1,27 @@
+"""Middleware of the whole site."""
+
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+
+
+class RefuseNulInUrl:
+    """A NUL character (`%00`) in the path or the query string is refused with a 400
+    that says so. PostgreSQL refuses NUL in text, so one that reaches a query (an
+    admin search `?q=%00`, a list filter) was a 500; no URL of ours needs one. Form
+    fields refuse NUL themselves (Django's CharField), and the API (/api/) answers
+    its own 422 naming the parameter."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith("/api/") and (
+            "\x00" in request.path
+            or any("\x00" in k or any("\x00" in v for v in vs) for k, vs in request.GET.lists())
+        ):
+            return HttpResponseBadRequest(
+                "Bad request: the address contains a NUL character (%00). Remove it and try again.",
+                content_type="text/plain; charset=utf-8",
+            )
+        return self.get_response(request)
