@@ -43,12 +43,17 @@ FLOWS: dict[str, set[tuple[str, str]]] = {
     "activation": {(f, "grant") for f in FUNDING} | {("grant", "receivable")},
     "usage": {("grant", "usage_revenue"), ("receivable", "usage_revenue")},
     "expiry": {("grant", "breakage")},
-    "void": {("grant", f) for f in FUNDING},
+    # back to its funder; transferred credit back to the sender's grant, and on to
+    # breakage (or its funder) when that grant has ended since
+    "void": {("grant", f) for f in FUNDING} | {("grant", "grant"), ("grant", "breakage")},
     # sender's grants → the receiver's new grant, which pays the receiver's debt first
     "transfer": {("grant", "grant"), ("grant", "receivable")},
     "debt_payment": {("cash", "receivable"), ("psp_clearing", "receivable")},
     "debt_settlement": {("grant", "receivable")},
     "rounding": {("receivable", "rounding"), ("rounding", "receivable")},
+    # a refunded payment leaves its funder: from the unused credit, from breakage for
+    # what expired unused, and from the receivable for used credit that becomes debt
+    "refund": {(src, f) for f in FUNDING for src in ("grant", "breakage", "receivable")},
 }
 
 
@@ -205,13 +210,14 @@ CHECKS: list[Check] = [
     ),
     Check(
         "a transaction moves only its own wallet's accounts (a transfer: also the "
-        "receiver's) and system accounts",
+        "receiver's; a void of transferred credit: also the sender's) and system accounts",
         f"""
         SELECT 'entry ' || s.entry_id || ' of transaction ' || t.id,
                'account ' || a.id || ' of wallet ' || COALESCE(a.wallet_id::text, 'none'),
                'wallet ' || COALESCE(t.wallet_id::text, 'none')
                || COALESCE(' or ' || (t.metadata ->> 'target_wallet'), '')
                || COALESCE(' or ' || (r.metadata ->> 'target_wallet'), '')
+               || COALESCE(' or ' || (t.metadata ->> 'returned_to_wallet'), '')
         FROM ({SIDES}) s
         JOIN wallets_account a ON a.id = s.account_id AND a.kind <> 'system'
         JOIN wallets_ledgertransaction t ON t.id = s.transaction_id
@@ -220,6 +226,8 @@ CHECKS: list[Check] = [
           AND (t.kind <> 'transfer'
                OR a.wallet_id::text IS DISTINCT FROM t.metadata ->> 'target_wallet')
           AND (r.id IS NULL OR a.wallet_id::text IS DISTINCT FROM r.metadata ->> 'target_wallet')
+          AND (t.kind <> 'void'
+               OR a.wallet_id::text IS DISTINCT FROM t.metadata ->> 'returned_to_wallet')
         """,
     ),
     Check(
@@ -272,7 +280,7 @@ CHECKS: list[Check] = [
         """,
     ),
     Check(
-        "a grant's status agrees with its history: expired by an expiry, voided by a void "
+        "a grant's status agrees with its history: expired by an expiry, voided by a void, a refund in full "
         "or the reversal of its issue, an active one still holds credit",
         # (A reversed issue whose credit had all gone to pay debt leaves the grant
         # exhausted, not voided: nothing was left to take back.)
@@ -281,17 +289,32 @@ CHECKS: list[Check] = [
             SELECT (metadata ->> 'grant')::bigint AS grant_id, kind
             FROM wallets_ledgertransaction WHERE kind IN ('expiry', 'void')
             UNION ALL
-            SELECT CASE WHEN r.kind = 'transfer' THEN (r.metadata ->> 'received_grant')::bigint
-                        ELSE (r.metadata ->> 'grant')::bigint END,
-                   'reversal of its issue'
+            -- a refund of the whole payment voids its grant
+            SELECT g.id, 'refund in full'
+            FROM wallets_ledgertransaction t
+            JOIN wallets_creditgrant g ON g.id = (t.metadata ->> 'grant')::bigint
+            WHERE t.kind = 'refund' AND (t.metadata ->> 'refunded_total')::numeric = g.amount
+            UNION ALL
+            SELECT (r.metadata ->> 'grant')::bigint, 'reversal of its issue'
             FROM wallets_ledgertransaction t
             JOIN wallets_ledgertransaction r ON r.id = t.reverses_id
-                 AND r.kind IN ('grant', 'activation', 'transfer')
+                 AND r.kind IN ('grant', 'activation')
+            UNION ALL
+            SELECT received.grant_id, 'reversal of its issue'
+            FROM wallets_ledgertransaction t
+            JOIN wallets_ledgertransaction r ON r.id = t.reverses_id AND r.kind = 'transfer'
+            CROSS JOIN LATERAL (
+                SELECT value::bigint AS grant_id
+                FROM jsonb_array_elements_text(r.metadata -> 'received_grants')
+                UNION ALL  -- transfers booked before wallets 0010 named one grant
+                SELECT (r.metadata ->> 'received_grant')::bigint
+                WHERE r.metadata ? 'received_grant'
+            ) received
         ),
         history AS (
             SELECT grant_id, string_agg(kind, ', ' ORDER BY kind) AS kinds,
                    bool_or(kind = 'expiry') AS expired,
-                   bool_or(kind IN ('void', 'reversal of its issue')) AS voided,
+                   bool_or(kind IN ('void', 'reversal of its issue', 'refund in full')) AS voided,
                    bool_or(kind IN ('expiry', 'void')) AS ended
             FROM ended GROUP BY grant_id
         )
@@ -401,10 +424,13 @@ CHECKS: list[Check] = [
         JOIN wallets_creditgrant g ON g.id = l.grant_id
         LEFT JOIN ({LOT_TRANSACTION_MOVES}) m
           ON m.transaction_id = l.transaction_id AND m.grant_id = l.grant_id
-        WHERE t.wallet_id IS DISTINCT FROM g.wallet_id
+        WHERE (t.wallet_id IS DISTINCT FROM g.wallet_id
+               AND (t.kind <> 'void'
+                    OR g.wallet_id::text IS DISTINCT FROM t.metadata ->> 'returned_to_wallet'))
            OR (l.amount > 0 AND (t.kind NOT IN ('usage', 'debt_settlement', 'transfer')
                                  OR COALESCE(m.moved_out, 0) < l.amount))
-           OR (l.amount < 0 AND (t.kind <> 'reversal' OR COALESCE(m.moved_in, 0) < -l.amount))
+           OR (l.amount < 0 AND (t.kind NOT IN ('reversal', 'void')
+                                 OR COALESCE(m.moved_in, 0) < -l.amount))
         """,
     ),
     Check(

@@ -21,7 +21,7 @@ from django.utils import timezone
 from billing.models import Customer
 from tests.wallets.conftest import STAFF
 from wallets import services
-from wallets.ledger_check import CHECKS
+from wallets.ledger_check import CHECKS, find_problems
 from wallets.models import (
     Account,
     CreditGrant,
@@ -121,6 +121,26 @@ def ledger(alice, bob, keys) -> Ledger:
     reverse(services.transfer(source=a, target=b, amount=D("1"), actor=STAFF,
                               idempotency_key=keys.next()))  # fmt: skip
     reverse(debt_usage)
+    # transferred credit voided: back to the sender's grant while it lives, on to
+    # breakage once it has expired (the transfer keeps the sender's expiry)
+    services.grant_credit(wallet=a, amount=D("9"), name="Short", kind="paid", actor=STAFF,
+                          idempotency_key=keys.next(), priority=0,
+                          expires_at=now + timedelta(hours=2))  # fmt: skip
+    kept = services.transfer(source=a, target=b, amount=D("2"), actor=STAFF,
+                             idempotency_key=keys.next())  # fmt: skip
+    for received in kept.metadata["received_grants"]:
+        services.void_grant(grant=received, actor=STAFF, idempotency_key=keys.next())
+    lapsing = services.transfer(source=a, target=b, amount=D("3"), actor=STAFF,
+                                idempotency_key=keys.next())  # fmt: skip
+    short = CreditGrant.objects.get(wallet=a, name="Short")
+    services.expire_grant(grant=short, actor=STAFF, at=short.expires_at)
+    for received in lapsing.metadata["received_grants"]:
+        services.void_grant(grant=received, actor=STAFF, idempotency_key=keys.next())
+    # a card top-up, mostly used, refunded in full: unused back, the used part as debt
+    topped = grant(b, "25", funding="psp_clearing", priority=0)
+    use(b, "20")
+    assert services.refund_grant(grant=topped, refunded_total=D("25"), actor=STAFF,
+                                 idempotency_key=keys.next(), allow_debt=True) is not None  # fmt: skip
     a.refresh_from_db()
     b.refresh_from_db()
     return Ledger(alice=a, bob=b, paid=paid, usage=usage, debt_usage=debt_usage,
@@ -168,6 +188,8 @@ def test_a_healthy_ledger_with_every_kind_of_operation_passes(ledger):
     )
     assert reversed_kinds == {"usage", "grant", "debt_payment", "transfer"}
     assert CreditGrant.objects.filter(kind="payment_on_account").exists()  # reversed paid debt
+    problems = find_problems()
+    assert problems == [], "\n".join(problems)
     out = StringIO()
     call_command("check_ledger", stdout=out, stderr=StringIO())
     assert "ledger OK" in out.getvalue()
