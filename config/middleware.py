@@ -25,3 +25,26 @@ class RefuseNulInUrl:
                 content_type="text/plain; charset=utf-8",
             )
         return self.get_response(request)
+
+
+class RefuseForgedAdminSelection:
+    """An admin list action posts the ids of the rows ticked (`_selected_action`).
+    A forged selection (`abc`, a NUL, a number past bigint) reached the database as
+    a lookup and was a 500; every model in our admin has an integer id, so anything
+    but a plain id is refused with a 400 that says so, and nothing is done."""
+
+    BIGINT = 2**63 - 1
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method == "POST" and request.path.startswith("/admin/"):
+            selected = request.POST.getlist("_selected_action")
+            if not all(v.isascii() and v.isdigit() and int(v) <= self.BIGINT for v in selected):
+                return HttpResponseBadRequest(
+                    "Bad request: the rows selected for the action are not a list of ids. "
+                    "Go back to the list, tick the rows and choose the action again.",
+                    content_type="text/plain; charset=utf-8",
+                )
+        return self.get_response(request)

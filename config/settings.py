@@ -52,6 +52,7 @@ MIDDLEWARE = [
     "config.outage.DatabaseOutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "config.middleware.RefuseNulInUrl",
+    "config.middleware.RefuseForgedAdminSelection",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

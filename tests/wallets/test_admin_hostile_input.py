@@ -62,3 +62,40 @@ def test_a_nul_in_an_admin_url_is_a_4xx_or_a_redirect(staff_client, url):
     response = staff_client.get(url)
 
     assert response.status_code < 500, (url, response.status_code)
+
+
+@pytest.mark.parametrize("forged", ["abc", "1\x00", "\x00", "-1", "1.5", "9" * 40, "٣", " 1"])
+@pytest.mark.parametrize(
+    ("url", "action"),
+    [
+        ("/admin/wallets/creditgrant/", "activate_grants"),
+        ("/admin/wallets/creditgrant/", "void_grants"),
+        ("/admin/wallets/ledgertransaction/", "reverse_transactions"),
+    ],
+)
+def test_a_forged_selection_for_an_admin_action_is_a_400_and_does_nothing(
+    staff_client, url, action, forged
+):
+    grants, transactions = CreditGrant.objects.count(), LedgerTransaction.objects.count()
+    response = staff_client.post(url, {"action": action, "_selected_action": ["1", forged]})
+    assert response.status_code == 400
+    assert b"not a list of ids" in response.content
+    assert (CreditGrant.objects.count(), LedgerTransaction.objects.count()) == (
+        grants,
+        transactions,
+    )
+
+
+def test_a_genuine_selection_still_reaches_the_action(staff_client):
+    from tests.wallets.conftest import STAFF
+    from wallets import services
+
+    wallet = services.open_wallet(customer=CustomerFactory())
+    grant = services.grant_credit(wallet=wallet, amount="5", kind="paid", name="Five", actor=STAFF,
+                                  idempotency_key="forged-sel-1", pending=True)  # fmt: skip
+    response = staff_client.post(
+        "/admin/wallets/creditgrant/",
+        {"action": "void_grants", "_selected_action": [str(grant.pk)]},
+    )
+    assert response.status_code == 200  # the confirmation page
+    assert b"Five" in response.content
