@@ -1,8 +1,15 @@
 """Middleware of the whole site."""
 
+import logging
 from collections.abc import Callable
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.conf import settings
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http.multipartparser import MultiPartParserError
+from django.template.loader import render_to_string
+
+logger = logging.getLogger(__name__)
 
 
 class RefuseNulInUrl:
@@ -48,3 +55,28 @@ class RefuseForgedAdminSelection:
                     content_type="text/plain; charset=utf-8",
                 )
         return self.get_response(request)
+
+
+class PlainServerError:
+    """An unexpected error in a page answers the plain 500 page, never Django's
+    technical page with its traceback and settings, even with DEBUG on (`make run`):
+    the traceback goes to the log. `SHOW_TRACEBACKS=true` brings the technical page
+    back on a developer's own machine. First in MIDDLEWARE, so the database-outage
+    middleware answers its 503 before this one is asked."""
+
+    HANDLED_BY_DJANGO = (
+        Http404, PermissionDenied, BadRequest, SuspiciousOperation, MultiPartParserError,
+    )  # fmt: skip
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if settings.SHOW_TRACEBACKS or isinstance(exc, self.HANDLED_BY_DJANGO):
+            return None
+        logger.exception("unexpected error in %s %s", request.method, request.path)
+        # No request context: its processors could fail the same way the view did.
+        return HttpResponse(render_to_string("500.html"), status=500)

@@ -19,6 +19,8 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
+# Django's technical 500 page (traceback, settings) for pages; off even under DEBUG
+SHOW_TRACEBACKS = env.bool("SHOW_TRACEBACKS", default=False)
 SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-key-set-SECRET_KEY-in-production")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -47,6 +49,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # an unexpected error in a page: the plain 500 page, never a traceback (even with DEBUG)
+    "config.middleware.PlainServerError",
     # first: drops connections whose server restarted; a database outage in a page
     # answers 503 "temporarily unavailable" (the API has its own JSON 503)
     "config.outage.DatabaseOutageMiddleware",
