@@ -19,7 +19,9 @@ example starts from an empty ledger and the sweep only sees its own grants.
 (`LEDGER_PROPERTY_EXAMPLES`)."""
 
 import os
+import sys
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -27,10 +29,12 @@ from decimal import Decimal
 import pytest
 import time_machine
 from django.db import connection, transaction
+from hypothesis import event as hypothesis_event
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -46,9 +50,10 @@ from wallets.models import CreditGrant, PrepaidCreditSettings, Wallet
 
 D = Decimal
 ZERO = D(0)
-amounts = st.integers(min_value=1, max_value=2_000_000).map(
-    lambda n: D(n) / 100_000
-)  # 0.00001 .. 20
+# Money with 5 decimals: grants of up to 30, usage and the rest of up to 5 (so
+# credit usually covers a usage, and sometimes does not).
+credit_amounts = st.integers(min_value=1, max_value=3_000_000).map(lambda n: D(n) / 100_000)
+amounts = st.integers(min_value=1, max_value=500_000).map(lambda n: D(n) / 100_000)
 REGIONS = ["eu", "us"]
 LIVE = ("active", "exhausted", "pending")
 T0 = datetime(2031, 3, 3, 9, 0, tzinfo=UTC)  # fixed: runs are reproducible
@@ -56,6 +61,21 @@ DEFAULT_DAYS = 3  # the default expiry period in these runs: defaults expire wit
 EXAMPLES = int(os.environ.get("LEDGER_PROPERTY_EXAMPLES", "200"))
 STEPS = int(os.environ.get("LEDGER_PROPERTY_STEPS", "50"))
 FULL_CHECK_EVERY_STEP = os.environ.get("LEDGER_PROPERTY_FULL_CHECK") == "step"
+
+# What the runs of this process did, outcome by outcome (see `event`).
+OUTCOMES: Counter[str] = Counter()
+
+
+def event(label: str) -> None:
+    """Count an outcome (booked, refused, ...): the test asserts that a full run
+    reached every one of them, so a change that starves a path fails loudly."""
+    OUTCOMES[label] += 1
+    hypothesis_event(label)
+
+
+def paid_by(lots: dict, to_debt: Decimal) -> str:
+    return " and ".join([*(["credit"] if lots else []), *(["debt"] if to_debt else [])])
+
 
 hours = st.integers(min_value=1, max_value=96).map(lambda h: timedelta(hours=h))
 
@@ -221,10 +241,28 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # --- rules -----------------------------------------------------------------------
 
-    @rule(w=st.sampled_from("ab"), amount=amounts, free=st.booleans(), priority=st.integers(0, 3),
-          region=st.none() | st.sampled_from(REGIONS), pending=st.booleans(),
-          starts=st.just(0) | st.integers(-24, 48), lasts=st.none() | hours)  # fmt: skip
-    def grant(self, w, amount, free, priority, region, pending, starts, lasts):
+    grant_args = st.fixed_dictionaries({
+        "w": st.sampled_from("ab"), "amount": credit_amounts, "free": st.booleans(),
+        "priority": st.integers(0, 3), "region": st.none() | st.sampled_from(REGIONS),
+        "pending": st.sampled_from([False, False, True]),
+        "starts": st.one_of(st.just(0), st.integers(-48, -1), st.integers(1, 48)),
+        "lasts": st.none() | hours,
+    })  # fmt: skip
+
+    @initialize(grants=st.lists(grant_args, min_size=1, max_size=5))
+    def some_credit(self, grants):
+        """Every example starts with a few grants (hypothesis' swarm testing may
+        switch the `grant` rule off for a whole example)."""
+        for args in grants:
+            self.grant_credit(**args)
+
+    @rule(args=grant_args)
+    def grant(self, args):
+        self.grant_credit(**args)
+
+    def grant_credit(self, w, amount, free, priority, region, pending, starts, lasts):
+        """Active, or pending; effective now, earlier or later; with an expiry, or
+        the default one (effective_at + the default period)."""
         effective = self.now + timedelta(hours=starts)
         expires = effective + lasts if lasts else None
         g = services.grant_credit(
@@ -240,6 +278,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.fundings.append(Funding(g.issued_by_id, g.pk, moneyless=pending))
         if not pending:
             self.fund(model)
+            event(f"grant: active{', paid debt' if model.paid else ''}")
 
     @precondition(lambda self: any(g.status == "pending" for g in self.grants.values()))
     @rule(data=st.data())
@@ -249,14 +288,22 @@ class LedgerMachine(RuleBasedStateMachine):
         if g.expires_at <= self.now:  # expired credit cannot be activated
             with pytest.raises(errors.InvalidGrantState):
                 services.activate_grant(**call)
+            event("activate: refused, expired")
             return
         tx = services.activate_grant(**call)
         self.fund(g)
         self.fundings.append(Funding(tx.pk, g.pk, moneyless=False))
 
-    @rule(w=st.sampled_from("ab"), amount=amounts, region=st.sampled_from(REGIONS),
-          back=st.just(0) | st.integers(1, 72))  # fmt: skip
-    def draw(self, w, amount, region, back):
+    # One argument: hypothesis tries the rules in order of their number of
+    # arguments, then name, and picks the first valid one most often: the draw-down.
+    @rule(args=st.fixed_dictionaries({
+        "w": st.sampled_from("ab"), "amount": amounts, "region": st.sampled_from(REGIONS),
+        "back": st.one_of(st.just(0), st.integers(1, 24), st.integers(25, 72)),
+    }))  # fmt: skip
+    def draw(self, args):
+        self.draw_one(**args)
+
+    def draw_one(self, w, amount, region, back):
         at = self.now - timedelta(hours=back)
         expected = self.book_usage(w, amount, region, at)
         try:
@@ -265,9 +312,11 @@ class LedgerMachine(RuleBasedStateMachine):
                                         dimensions={"region": region}, at=at if back else None)  # fmt: skip
         except errors.InsufficientFunds:
             assert expected is None
+            event(f"draw{' back-dated' if back else ''}: refused")
             return
         assert expected is not None
         lots, to_debt = expected
+        event(f"draw{' back-dated' if back else ''}: booked, {paid_by(lots, to_debt)}")
         assert (dict(result.lots), result.to_debt) == (lots, to_debt)
         self.usages.append((result.transaction_id, w, lots, to_debt))
 
@@ -290,40 +339,49 @@ class LedgerMachine(RuleBasedStateMachine):
             expected = self.book_usage(w, amount, region, self.now - timedelta(hours=back))
             if expected is None:
                 assert isinstance(result, errors.InsufficientFunds), result
+                event("batch event: refused")
                 continue
             assert isinstance(result, services.DrawDown), result
             lots, to_debt = expected
+            event(f"batch event: booked, {paid_by(lots, to_debt)}")
             assert (dict(result.lots), result.to_debt) == (lots, to_debt)
             self.usages.append((result.transaction_id, w, lots, to_debt))
 
-    @rule(delta=st.integers(1, 36 * 60).map(lambda m: timedelta(minutes=m)))
-    def time_passes(self, delta):
+    @rule(delta=st.integers(1, 48 * 60).map(lambda m: timedelta(minutes=m)),
+          sweep=st.sampled_from([None, 1, 2, 1000]))  # fmt: skip
+    def time_passes(self, delta, sweep):
+        """The clock moves on (grants become effective, expire, increases lapse); then,
+        perhaps, the SQL sweep runs (in batches of `sweep` grants), as the beat would."""
         self.now += delta
         self.clock.move_to(self.now)
-
-    @precondition(lambda self: any(g.status in LIVE for g in self.grants.values()))
-    @rule(data=st.data())
-    def expire_one(self, data):
-        """The Python path, `expire_grant`: refused before the expiry date."""
-        g = data.draw(st.sampled_from([g for g in self.grants.values() if g.status in LIVE]))
-        if g.expires_at > self.now:
-            with pytest.raises(errors.InvalidGrantState):
-                services.expire_grant(grant=g.pk, actor=STAFF, at=self.now)
+        if sweep is None:
+            event("time passes")
             return
-        tx = services.expire_grant(grant=g.pk, actor=STAFF, at=self.now)
-        assert tx is not None and tx.amount == g.remaining and tx.effective_at == g.expires_at
-        g.remaining, g.status = ZERO, "expired"
-
-    @rule(batch_size=st.sampled_from([1, 2, 1000]))
-    def sweep(self, batch_size):
-        """The SQL sweep: every live grant whose expiry date has passed, at once."""
         due = [g for g in self.grants.values() if g.status in LIVE and g.expires_at <= self.now]
-        batches = list(services.expire_due_grant_batches(batch_size=batch_size, at=self.now))
+        batches = list(services.expire_due_grant_batches(batch_size=sweep, at=self.now))
         assert sum(b.expired for b in batches) == len(due)
         assert sum((b.breakage for b in batches), ZERO) == sum((g.remaining for g in due), ZERO)
         assert all(not b.errors for b in batches)
+        event(f"time passes, sweep: {min(len(due), 3)}{'+' if len(due) >= 3 else ''} due")
         for g in due:
             g.remaining, g.status = ZERO, "expired"
+
+    @precondition(lambda self: any(g.status in LIVE for g in self.grants.values()))
+    @rule(data=st.data(), due_one=st.booleans())
+    def expire_one(self, data, due_one):
+        """The Python path, `expire_grant`: refused before the expiry date."""
+        live = [g for g in self.grants.values() if g.status in LIVE]
+        due = [g for g in live if g.expires_at <= self.now]
+        g = data.draw(st.sampled_from(due if due and due_one else live))
+        if g.expires_at > self.now:
+            with pytest.raises(errors.InvalidGrantState):
+                services.expire_grant(grant=g.pk, actor=STAFF, at=self.now)
+            event("expire_grant: refused, not due")
+            return
+        event("expire_grant: expired")
+        tx = services.expire_grant(grant=g.pk, actor=STAFF, at=self.now)
+        assert tx is not None and tx.amount == g.remaining and tx.effective_at == g.expires_at
+        g.remaining, g.status = ZERO, "expired"
 
     @precondition(lambda self: any(g.status in LIVE for g in self.grants.values()))
     @rule(data=st.data())
@@ -346,6 +404,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if amount > sum((g.remaining for g in usable), ZERO):
             with pytest.raises(errors.InsufficientFunds):
                 services.transfer(**call)
+            event("transfer: refused")
             return
         tx = services.transfer(**call)
         taken = self.take(usable, amount)
@@ -360,6 +419,7 @@ class LedgerMachine(RuleBasedStateMachine):
         for r in sorted(received, key=ModelGrant.order):  # they pay the receiver's debt first
             self.grants[r.pk] = r
             self.fund(r)
+        event(f"transfer: booked{', paid debt' if any(r.paid for r in received) else ''}")
         self.transfers.append(moved)
 
     @precondition(lambda self: self.usages)
@@ -379,6 +439,7 @@ class LedgerMachine(RuleBasedStateMachine):
             refund = CreditGrant.objects.filter(
                 wallet=self.wallets[w], kind="payment_on_account"
             ).latest("id")
+            event("reverse usage: credit on account")
             self.grants[refund.pk] = ModelGrant(
                 w, to_debt - back, to_debt - back, "active", 100, False, None, refund.pk,
                 self.now, self.now + timedelta(days=DEFAULT_DAYS),
@@ -400,8 +461,10 @@ class LedgerMachine(RuleBasedStateMachine):
         ):
             with pytest.raises(errors.NotReversible):
                 services.reverse(**call)
+            event("reverse funding: refused")
             return
         services.reverse(**call)
+        event(f"reverse funding: booked{', debt back' if g.paid else ''}")
         self.reversed.add(funding.tx_id)
         g.remaining -= g.issued
         self.debt[g.wallet] += g.paid  # the debt it paid comes back
@@ -420,8 +483,10 @@ class LedgerMachine(RuleBasedStateMachine):
         ):
             with pytest.raises(errors.NotReversible):
                 services.reverse(**call)
+            event("reverse transfer: refused")
             return
         services.reverse(**call)
+        event("reverse transfer: booked")
         self.reversed.add(moved.tx_id)
         for r in received:
             r.remaining -= r.issued
@@ -435,9 +500,23 @@ class LedgerMachine(RuleBasedStateMachine):
                 origin.remaining += part
                 origin.status = "active"
 
-    @rule(w=st.sampled_from("ab"), amount=st.none() | amounts)
-    def settle(self, w, amount):
-        """`settle_debt`: only unrestricted credit in force now pays debt."""
+    @rule(w=st.sampled_from("ab"), amount=st.none() | amounts, job=st.booleans())
+    def settle(self, w, amount, job):
+        """Only unrestricted credit in force now pays debt: `settle_debt` on one
+        wallet, or the `settle_debts` job on every wallet that owes and holds such
+        credit."""
+        if job:
+            expected = 0
+            for name in "ab":
+                usable = self.spendable(name)
+                target = min(self.debt[name], sum((g.remaining for g in usable), ZERO))
+                if target > 0:
+                    expected += 1
+                    self.take(usable, target)
+                    self.debt[name] -= target
+            assert services.settle_effective_credit() == expected
+            event(f"settle job: {expected} wallets")
+            return
         usable = self.spendable(w)
         available = sum((g.remaining for g in usable), ZERO)
         target = min(self.debt[w], available, amount if amount is not None else self.debt[w])
@@ -445,23 +524,12 @@ class LedgerMachine(RuleBasedStateMachine):
                                   amount=amount)  # fmt: skip
         if target <= 0:
             assert tx is None
+            event("settle: nothing to settle")
             return
         assert tx is not None and tx.amount == target
+        event("settle: settled")
         self.take(usable, target)
         self.debt[w] -= target
-
-    @rule()
-    def settle_job(self):
-        """The `settle_debts` job: every wallet that owes and holds credit in force."""
-        expected = 0
-        for w in "ab":
-            usable = self.spendable(w)
-            target = min(self.debt[w], sum((g.remaining for g in usable), ZERO))
-            if target > 0:
-                expected += 1
-                self.take(usable, target)
-                self.debt[w] -= target
-        assert services.settle_effective_credit() == expected
 
     @rule(w=st.sampled_from("ab"), amount=amounts)
     def pay_debt(self, w, amount):
@@ -547,14 +615,19 @@ def make_world():
 @pytest.mark.django_db
 def test_random_operation_sequences_keep_the_ledger_exact():
     LedgerMachine.world = make_world()
-    run_state_machine_as_test(
-        LedgerMachine,
-        settings=settings(
-            max_examples=EXAMPLES,
-            stateful_step_count=STEPS,
-            deadline=None,
-            derandomize=True,
-            database=None,
-            print_blob=False,
-        ),
-    )
+    OUTCOMES.clear()
+    try:
+        run_state_machine_as_test(
+            LedgerMachine,
+            settings=settings(
+                max_examples=EXAMPLES,
+                stateful_step_count=STEPS,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                print_blob=False,
+            ),
+        )
+    finally:
+        summary = "\n".join(f"{n:6} {label}" for label, n in sorted(OUTCOMES.items()))
+        sys.stderr.write(f"\nledger property outcomes:\n{summary}\n")
