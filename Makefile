@@ -48,9 +48,10 @@ serve:
 	@echo "  Admin:   http://127.0.0.1:$(PORT)/admin/    login admin / admin"
 	@echo "  Portal:  http://127.0.0.1:$(PORT)/portal/   logins alice / alice, bob / bob, charlie / charlie, dana / dana"
 	@echo "  API:     http://127.0.0.1:$(PORT)/api/v1/docs   demo key: Authorization: Bearer ppk_demo-local-only-not-for-production"
+	@echo "  A process that exits is started again; the others keep running."
 	@echo "  Ctrl-C stops the web server, the worker, the beat, PostgreSQL and Redis."
 	@echo
-	PORT=$(PORT) DEBUG=$${DEBUG:-true} HTTPS=$${HTTPS:-false} $(VENV)/bin/honcho start -f Procfile
+	PORT=$(PORT) DEBUG=$${DEBUG:-true} HTTPS=$${HTTPS:-false} $(PY) -m config.supervise -f Procfile
 
 check: lint typecheck pytest
 

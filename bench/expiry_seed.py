@@ -155,6 +155,25 @@ def seed_due_grants(
                        WHEN 2 THEN round(amount / 3, 6) ELSE 0 END;
                    ALTER TABLE seed_grants ADD PRIMARY KEY (grant_id);"""
             )
+            # Each transaction records its wallet's balances right after it (what
+            # check_ledger proves against the running sum of the entries): a
+            # grant's issue is followed by its usage, if any, in id order.
+            cursor.execute(
+                """ALTER TABLE seed_grants ADD COLUMN balance numeric(24, 6),
+                                           ADD COLUMN restricted_balance numeric(24, 6);
+                   UPDATE seed_grants s SET balance = r.balance,
+                                            restricted_balance = r.restricted_balance
+                   FROM (SELECT grant_id,
+                                SUM(held) OVER running AS balance,
+                                SUM(CASE WHEN restricted THEN held ELSE 0 END) OVER running
+                                    AS restricted_balance
+                         FROM (SELECT *, CASE WHEN status = 'pending' THEN 0
+                                              ELSE amount - used END AS held
+                               FROM seed_grants) g
+                         WINDOW running AS (PARTITION BY wallet_id ORDER BY tx_id
+                                            ROWS UNBOUNDED PRECEDING)) r
+                   WHERE r.grant_id = s.grant_id;"""
+            )
             _insert_select(
                 cursor, Account,
                 {"id": "account_id", "kind": "'grant'", "code": "''", "currency": f"'{CURRENCY}'",
@@ -167,7 +186,9 @@ def seed_due_grants(
                  "idempotency_key": f"'seed:{label}:grant:' || grant_id", "request_hash": "''",
                  "effective_at": "expires_at - interval '30 days'", "created_at": "%(now)s",
                  "actor": "'system:seed'", "memo": f"'{label} ' || n", "amount": "amount",
-                 "currency": f"'{CURRENCY}'",
+                 "currency": f"'{CURRENCY}'", "balance_after": "balance + used",
+                 "restricted_after": "restricted_balance + CASE WHEN restricted THEN used ELSE 0 END",
+                 "debt_after": "0",
                  "metadata": "jsonb_build_object('grant', grant_id, 'pending', status = 'pending')"},
                 "FROM seed_grants", {"now": now},
             )  # fmt: skip
@@ -196,7 +217,9 @@ def seed_due_grants(
                 {"id": "usage_tx_id", "kind": "'usage'", "wallet_id": "wallet_id",
                  "idempotency_key": f"'seed:{label}:usage:' || grant_id", "request_hash": "''",
                  "effective_at": "expires_at - interval '10 days'", "created_at": "%(now)s",
-                 "actor": "'system:seed'", "amount": "used", "currency": f"'{CURRENCY}'"},
+                 "actor": "'system:seed'", "amount": "used", "currency": f"'{CURRENCY}'",
+                 "balance_after": "balance", "restricted_after": "restricted_balance",
+                 "debt_after": "0"},
                 "FROM seed_grants WHERE usage_tx_id IS NOT NULL", {"now": now},
             )  # fmt: skip
             _insert_select(

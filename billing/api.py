@@ -4,12 +4,20 @@ Authentication: `Authorization: Bearer <API key>`; keys are created in the admin
 (API keys) and stored hashed. A key restricted to a partner sees only that
 partner's customers (others answer 404 / "no customer").
 
-Errors: 401 `{"detail": "..."}` for a missing, unknown or revoked key; 422
-`{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}` for bad input (one
-entry per field); 402 `{"detail": "insufficient funds: ..."}` when the wallet
+Errors (every answer is JSON; the statuses of each endpoint are listed in its
+OpenAPI `responses`, which a schemathesis run in `make test` holds to the truth):
+401 `{"detail": "..."}` for a missing, unknown or revoked key; 422
+`{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}` for bad input, one
+entry per field: a wrong type, a number out of range or with more than 6 decimal
+places, text with control characters (NUL included), an unknown field (refused,
+never ignored), an unknown customer or product in a usage event, a forged
+pagination cursor; 402 `{"detail": "insufficient funds: ..."}` when the wallet
 cannot pay; 409 for an event id reused for another event; 404 for an unknown
-customer or event. A batch always answers 200 (when the batch itself is valid)
-with one result per event, each with its own status.
+customer (in the URL) or event. The body itself: 400 when it is not JSON, 413
+when it is too large, 415 when it is not sent as `application/json`
+(`config.api`). A batch answers 200 (when the batch itself is valid) with one
+result per event, each with its own status: one bad event never stops the others.
+An unexpected error is a JSON 500 without details (logged on our side).
 """
 
 # No `from __future__ import annotations`: django-ninja reads these annotations at runtime.
@@ -24,21 +32,25 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, Query, Router, Schema, Status
-from ninja.errors import AuthenticationError, HttpError
+from ninja import Field, Path, Query, Router, Schema, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.pagination import CursorPagination, paginate
 from ninja.security import HttpBearer
-from pydantic import PlainSerializer, WithJsonSchema
+from pydantic import ConfigDict, PlainSerializer, WithJsonSchema, field_validator
 
 from billing.errors import ApiKeyNotUsable, FieldProblem, UsageError, UsageRejected
 from billing.models import (
     API_KEY_PREFIX,
+    MAX_DIMENSION_INTEGER,
+    MAX_DIMENSION_TEXT,
+    MAX_DIMENSIONS,
     ApiKey,
     Customer,
     UsageEvent,
     decimal_text,
     hash_api_secret,
 )
+from billing.rating import MAX_EVENT_ID_LENGTH, MAX_QUANTITY, NUMBER_TEXT
 from billing.usage import (
     UsageInput,
     UsageOutcome,
@@ -150,32 +162,108 @@ Money = Annotated[
 ]
 
 
+# Text the API stores or looks up: printable characters only. PostgreSQL refuses NUL
+# in text, a lone surrogate has no UTF-8 form (pydantic refuses it), and control
+# characters in ids only cause grief. The pattern documents it; `isprintable()` in
+# billing.rating / billing.models holds the same line for every other caller.
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# What an account number and a product code may look like (the models' validators).
+ACCOUNT_NUMBER = r"^[A-Za-z0-9_-]{1,32}$"
+PRODUCT_CODE = r"^[A-Za-z0-9_-]{1,64}$"
+CURRENCY = r"^[A-Z]{3}$"
+MAX_ID = 2**63 - 1  # our ids are PostgreSQL bigints
+
+DIMENSION_VALUE_SCHEMA = {
+    "oneOf": [
+        {"type": "string", "minLength": 1, "maxLength": MAX_DIMENSION_TEXT, "pattern": PRINTABLE},
+        {
+            "type": "integer",
+            "minimum": -MAX_DIMENSION_INTEGER + 1,
+            "maximum": MAX_DIMENSION_INTEGER - 1,
+        },
+    ]
+}
+
+
 # Input models are plain pydantic models (not ninja's Schema, whose validator wraps
 # every field access for Django objects: several times slower on a batch of 1,000).
 class UsageEventIn(pydantic.BaseModel):
+    # A field the API does not know is refused (422), never ignored: a `currency`
+    # that was silently dropped charged the event in the customer's own currency.
+    model_config = ConfigDict(extra="forbid")
+
     event_id: str = Field(
-        description="Your id for this event, at most 200 characters. Unique per customer: "
-        "sending it again books nothing and returns the first answer.",
+        max_length=MAX_EVENT_ID_LENGTH,
+        pattern=PRINTABLE,
+        json_schema_extra={"minLength": 1},
+        description=f"Your id for this event, at most {MAX_EVENT_ID_LENGTH} printable "
+        "characters. Unique per customer: sending it again books nothing and returns the "
+        "first answer.",
         examples=["evt-2026-11-25-000123"],
     )
-    customer: str = Field(description="The customer's account number.", examples=["A0000001"])
-    product: str = Field(description="The product item's code.", examples=["api-calls"])
-    quantity: Decimal = Field(
-        description="How many units; greater than zero, at most 6 decimal places. Send "
-        'decimals as strings ("2.5") to keep them exact.',
-        examples=["3"],
+    customer: str = Field(
+        pattern=ACCOUNT_NUMBER,
+        description="The customer's account number. An unknown, inactive or (for a "
+        "partner's key) foreign customer is a 422 on this field.",
+        examples=["A0000001"],
     )
-    dimensions: dict[str, Any] = Field(
-        default_factory=dict,
-        description='Dimension values (strings or integers), e.g. {"region": "eu"}; they '
-        "pick the price and which conditional credits apply.",
+    product: str = Field(
+        pattern=PRODUCT_CODE,
+        description="The product item's code. An unknown or inactive product, or one "
+        "without a price for this customer, is a 422 on this field.",
+        examples=["api-calls"],
     )
+    quantity: Annotated[
+        Decimal,
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "pattern": NUMBER_TEXT.pattern.join("^$")},
+                    {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "exclusiveMaximum": int(MAX_QUANTITY),
+                    },
+                ],
+                "description": "How many units: more than 0, less than "
+                f"{MAX_QUANTITY:,.0f}, at most 6 decimal places. Send decimals as strings "
+                '("2.5") to keep them exact. The event may also cost at most 10^15.',
+                "examples": ["3"],
+            }
+        ),
+    ] = Field()
+    dimensions: Annotated[
+        dict[str, Any],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "maxProperties": MAX_DIMENSIONS,
+                "propertyNames": {
+                    "minLength": 1,
+                    "maxLength": MAX_DIMENSION_TEXT,
+                    "pattern": PRINTABLE,
+                },
+                "additionalProperties": DIMENSION_VALUE_SCHEMA,
+                "description": 'Dimension values (strings or integers), e.g. {"region": "eu"}; '
+                "they pick the price and which conditional credits apply.",
+            }
+        ),
+    ] = Field(default_factory=dict)
     timestamp: datetime | None = Field(
         default=None,
         description="When the usage happened (ISO 8601 with a time zone). Default: now. At "
         "most USAGE_FUTURE_TOLERANCE_SECONDS (default 300) in the future and "
-        "USAGE_MAX_AGE_DAYS (default 90) in the past.",
+        "USAGE_MAX_AGE_DAYS (default 90) in the past (else a 422).",
     )
+
+    @field_validator("quantity", mode="before")
+    @classmethod
+    def plain_number(cls, value: Any) -> Any:
+        """Text the JSON way only: pydantic would read "1_000" and " 1 " as numbers.
+        (Range and decimal places are billing.rating's, with its messages.)"""
+        if isinstance(value, str) and ("_" in value or value.strip() != value):
+            raise ValueError(f'must be a number such as "2.5" or "3", got {value[:40]!r}.')
+        return value
 
     def to_input(self) -> UsageInput:
         return UsageInput(
@@ -230,15 +318,27 @@ class ValidationErrorOut(Schema):
 
 
 class UsageBatchIn(pydantic.BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     events: Annotated[
         list[Any],
         WithJsonSchema(
             {
                 "type": "array",
-                # Each item is validated on its own (so one bad event does not sink
-                # the batch); the docs still show what an event looks like.
-                "items": UsageEventIn.model_json_schema(),
-                "description": "At most USAGE_BATCH_MAX_EVENTS (default 1000) events.",
+                # Each item is validated on its own, so one bad event does not sink
+                # the batch: the batch accepts any item (an invalid one fails in its
+                # result). The docs still show what an event looks like.
+                "items": {
+                    "anyOf": [
+                        UsageEventIn.model_json_schema(),
+                        {"description": "Anything else fails alone, with a 422 in its result."},
+                    ]
+                },
+                "minItems": 1,
+                "maxItems": settings.USAGE_BATCH_MAX_EVENTS,
+                "description": f"1 to USAGE_BATCH_MAX_EVENTS (here "
+                f"{settings.USAGE_BATCH_MAX_EVENTS}) events. An event that is not valid "
+                "fails on its own (its result says why); the others are booked.",
             }
         ),
     ]
@@ -342,13 +442,77 @@ class TransactionOut(Schema):
         return [{"grant_id": lot.grant_id, "amount": lot.amount} for lot in tx.lots.all()]
 
 
+CurrencyParam = Annotated[
+    str | None,
+    Field(
+        default=None,
+        pattern=CURRENCY,
+        description="ISO 4217 code, e.g. USD. Default: the customer's currency.",
+    ),
+]
+
+
 class GrantFilter(Schema):
     status: CreditGrant.Status | None = None
-    currency: str | None = None
+    currency: CurrencyParam = None
 
 
 class WalletFilter(Schema):
-    currency: str | None = None
+    currency: CurrencyParam = None
+
+
+AccountNumberPath = Annotated[
+    str,
+    Path(
+        pattern=ACCOUNT_NUMBER,
+        description="The customer's account number, e.g. A0000001.",
+        examples=["A0000001"],
+    ),
+]
+EventPkPath = Annotated[
+    int, Path(ge=1, le=MAX_ID, description="The usage event's `id` (from the usage answer).")
+]
+
+
+PAGE_SIZE_MAX = 200
+
+
+class IdCursorPagination(CursorPagination):
+    """ninja's cursor pagination (newest first, by id), refusing what it did not
+    give out: a cursor is the opaque text of a `next`/`previous` link; a forged or
+    damaged one is a 422 on `cursor` (ninja's own class let a bad position reach the
+    database and answered 500)."""
+
+    class Input(Schema):
+        page_size: int | None = Field(
+            default=None, ge=1, le=PAGE_SIZE_MAX, description="Default 50, at most 200."
+        )
+        cursor: str | None = Field(
+            default=None,
+            max_length=200,
+            pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+            description="Where to continue: copy it from the `next` or `previous` link.",
+        )
+
+    class Cursor(CursorPagination.Cursor):
+        @classmethod
+        def from_encoded_param(
+            cls, encoded_param: str | None, context: Any = None
+        ) -> CursorPagination.Cursor:
+            try:
+                cursor = super().from_encoded_param(encoded_param, context)
+            except (ValidationError, pydantic.ValidationError, ValueError):
+                cursor = None
+            if cursor is None or (
+                cursor.p is not None
+                and not (cursor.p.isascii() and cursor.p.isdigit() and 0 < int(cursor.p) <= MAX_ID)
+            ):
+                raise ValidationError(
+                    [{"loc": ["query", "cursor"], "type": "value_error",
+                      "msg": "not a cursor this API gave out: follow the `next` or `previous` "
+                      "link as it is."}]
+                )  # fmt: skip
+            return cursor
 
 
 # --- errors --------------------------------------------------------------------------
@@ -407,12 +571,56 @@ def revoked(request: HttpRequest) -> HttpResponse:
     raise AssertionError("the key is usable after all")  # pragma: no cover
 
 
+# --- what each endpoint may answer --------------------------------------------------
+
+# Every endpoint behind an API key; with a body; the usage answers. Descriptions go
+# into the OpenAPI document (ninja writes only the status's name).
+COMMON_ERRORS: dict[int, Any] = {401: ErrorOut, 422: ValidationErrorOut, 500: ErrorOut}
+BODY_ERRORS: dict[int, Any] = {400: ErrorOut, 413: ErrorOut, 415: ErrorOut}
+STATUS_TEXT = {
+    400: "The body is not valid JSON (NaN and Infinity are not JSON).",
+    401: "No API key, or an unknown or revoked one.",
+    402: "Insufficient funds: the wallet cannot pay for the event; nothing was booked.",
+    404: "No such customer or event for this API key.",
+    409: "The event id was used before for another event of this customer, or the event "
+    "cannot be reversed.",
+    413: "The body is over the size limit (2.5 MB by default).",
+    415: "The body was not sent as `application/json`.",
+    422: "Bad input, one entry per field (`loc` names it): a wrong type or format, a value "
+    "out of range, an unknown field, a forged cursor; in usage events also an unknown, "
+    "inactive or foreign customer or product, a product without a price, or a timestamp "
+    "out of the accepted window.",
+    500: "An error on our side (logged; no details are sent). Retrying is safe.",
+}
+
+
+# Answered by gunicorn (`make run`, production) before the request reaches Django.
+URL_TOO_LONG = {"description": "The URL is too long (gunicorn's limit: 4094 bytes)."}
+
+
+def documented(responses: dict[int, Any]) -> dict[str, Any]:
+    """`openapi_extra` giving each error status of `responses` its description, and
+    the web server's own 414."""
+    described = {code: {"description": STATUS_TEXT[code]} for code in responses
+                 if code in STATUS_TEXT}  # fmt: skip
+    return {"responses": {**described, 414: URL_TOO_LONG}}
+
+
+USAGE_RESPONSES = {200: UsageOut, 402: ErrorOut, 409: ErrorOut, **COMMON_ERRORS, **BODY_ERRORS}
+BATCH_RESPONSES = {200: UsageBatchOut, **COMMON_ERRORS, **BODY_ERRORS}
+REVERSE_RESPONSES = {200: ReversalOut, 404: ErrorOut, 409: ErrorOut, 413: ErrorOut, **COMMON_ERRORS}
+BALANCE_RESPONSES = {200: BalanceOut, 404: ErrorOut, **COMMON_ERRORS}
+GRANTS_RESPONSES = {200: list[GrantOut], 404: ErrorOut, **COMMON_ERRORS}
+TRANSACTIONS_RESPONSES = {200: list[TransactionOut], 404: ErrorOut, **COMMON_ERRORS}
+
+
 # --- usage ---------------------------------------------------------------------------
 
 
 @router.post(
     "/usage",
-    response={200: UsageOut, 402: ErrorOut, 409: ErrorOut, 422: ValidationErrorOut},
+    response=USAGE_RESPONSES,
+    openapi_extra=documented(USAGE_RESPONSES),
     tags=["usage"],
     summary="Send one usage event",
 )
@@ -433,7 +641,8 @@ def post_usage(request: HttpRequest, event: UsageEventIn) -> Any:
 
 @router.post(
     "/usage/batch",
-    response={200: UsageBatchOut, 422: ValidationErrorOut},
+    response=BATCH_RESPONSES,
+    openapi_extra=documented(BATCH_RESPONSES),
     tags=["usage"],
     summary="Send up to 1,000 usage events",
 )
@@ -517,15 +726,22 @@ def post_usage_batch(request: HttpRequest, batch: UsageBatchIn) -> Any:
 
 @router.post(
     "/usage/{event_pk}/reverse",
-    response={200: ReversalOut, 404: ErrorOut, 409: ErrorOut},
+    response=REVERSE_RESPONSES,
+    openapi_extra=documented(REVERSE_RESPONSES),
     tags=["usage"],
     summary="Reverse a booked usage event",
 )
-def post_usage_reverse(request: HttpRequest, event_pk: int) -> Any:
+def post_usage_reverse(request: HttpRequest, event_pk: EventPkPath) -> Any:
     """Undo the event's draw-down: its credit goes back to the grants it came from
     (with their original expiry) and any debt it created is cancelled. `event_pk`
-    is the `id` from the usage answer. Reversing twice returns the first answer."""
+    is the `id` from the usage answer. Reversing twice returns the first answer.
+    The whole event is reversed: the request takes no body, and one is refused
+    (422) rather than ignored (a `quantity` sent for a partial reversal would
+    otherwise reverse everything)."""
     key = api_key_of(request)
+    if sends_fields(request):
+        return Status(422, {"detail": [{"loc": ["body"], "type": "extra_forbidden",
+                                        "msg": "send no body: the whole event is reversed."}]})  # fmt: skip
     event = UsageEvent.objects.select_related("customer").filter(pk=event_pk).first()
     if event is None or not key.may_see(event.customer):
         return Status(404, {"detail": f"no usage event with id {event_pk}."})
@@ -534,6 +750,20 @@ def post_usage_reverse(request: HttpRequest, event_pk: int) -> Any:
     except UsageError as exc:
         return Status(exc.status_code, {"detail": str(exc)})
     return Status(200, {**outcome.response, "replayed": outcome.replayed})
+
+
+def sends_fields(request: HttpRequest) -> bool:
+    """Whether the request carries any input in its body: an empty body, an empty
+    JSON object and an empty form carry none."""
+    body = request.body.strip()
+    if not body:
+        return False
+    if request.content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return bool(request.POST or request.FILES)
+    try:
+        return json.loads(body) != {}
+    except (ValueError, RecursionError):
+        return True
 
 
 # --- balances, grants, transactions --------------------------------------------------
@@ -550,11 +780,14 @@ def visible_customer(request: HttpRequest, account_number: str) -> Customer:
 
 @router.get(
     "/customers/{account_number}/balance",
-    response={200: BalanceOut, 404: ErrorOut},
+    response=BALANCE_RESPONSES,
+    openapi_extra=documented(BALANCE_RESPONSES),
     tags=["balances"],
     summary="A customer's balance and available funds",
 )
-def get_balance(request: HttpRequest, account_number: str, filters: Query[WalletFilter]) -> Any:
+def get_balance(
+    request: HttpRequest, account_number: AccountNumberPath, filters: Query[WalletFilter]
+) -> Any:
     """Credit (restricted and not), debt, credit limit and available funds of the
     customer's wallet in `currency` (default: the customer's currency). A customer
     without a wallet yet has zero everywhere."""
@@ -587,13 +820,14 @@ def get_balance(request: HttpRequest, account_number: str, filters: Query[Wallet
 
 @router.get(
     "/customers/{account_number}/grants",
-    response={200: list[GrantOut], 404: ErrorOut},
+    response=GRANTS_RESPONSES,
+    openapi_extra=documented(GRANTS_RESPONSES),
     tags=["balances"],
     summary="A customer's credit grants, newest first",
 )
-@paginate(CursorPagination, ordering=("-id",), page_size=50, max_page_size=200)
+@paginate(IdCursorPagination, ordering=("-id",), page_size=50, max_page_size=PAGE_SIZE_MAX)
 def get_grants(
-    request: HttpRequest, account_number: str, filters: Query[GrantFilter]
+    request: HttpRequest, account_number: AccountNumberPath, filters: Query[GrantFilter]
 ) -> QuerySet[CreditGrant]:
     """Every grant ("prepaid card") of the customer, newest first, with what is
     left, its expiry and its condition. Filter by `status` (pending = Requires
@@ -609,13 +843,14 @@ def get_grants(
 
 @router.get(
     "/customers/{account_number}/transactions",
-    response={200: list[TransactionOut], 404: ErrorOut},
+    response=TRANSACTIONS_RESPONSES,
+    openapi_extra=documented(TRANSACTIONS_RESPONSES),
     tags=["balances"],
     summary="A customer's ledger transactions, newest first",
 )
-@paginate(CursorPagination, ordering=("-id",), page_size=50, max_page_size=200)
+@paginate(IdCursorPagination, ordering=("-id",), page_size=50, max_page_size=PAGE_SIZE_MAX)
 def get_transactions(
-    request: HttpRequest, account_number: str, filters: Query[WalletFilter]
+    request: HttpRequest, account_number: AccountNumberPath, filters: Query[WalletFilter]
 ) -> QuerySet[LedgerTransaction]:
     """The customer's wallet statement, newest first: usage, grants, activations,
     expiries, reversals, with the balance and debt right after each and the

@@ -276,6 +276,11 @@ class ProductItem(models.Model):
 RATE_PLACES = 6
 
 
+MAX_DIMENSIONS = 20
+MAX_DIMENSION_TEXT = 100  # characters of a dimension name or value
+MAX_DIMENSION_INTEGER = 10**15  # an integer value is less than this (either sign)
+
+
 def clean_dimensions(value: object, *, what: str = "dimensions") -> dict[str, str]:
     """A mapping of dimension name to value, compared as strings ({"region": "eu",
     "tier": "2"}); integers become strings. Anything else raises ValueError with a
@@ -284,17 +289,35 @@ def clean_dimensions(value: object, *, what: str = "dimensions") -> dict[str, st
         return {}
     if not isinstance(value, dict):
         raise ValueError(f'{what} must be a JSON object of name to value, e.g. {{"region": "eu"}}.')
+    if len(value) > MAX_DIMENSIONS:
+        raise ValueError(f"{what}: at most {MAX_DIMENSIONS} dimensions, got {len(value)}.")
     clean: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not key.strip():
             raise ValueError(f"{what}: every dimension name must be a non-empty string.")
+        if not key.isprintable() or len(key) > MAX_DIMENSION_TEXT:
+            raise ValueError(
+                f"{what}: a dimension name is at most {MAX_DIMENSION_TEXT} printable "
+                f"characters (no control characters), got {key[:40]!r}."
+            )
         if isinstance(item, bool) or not isinstance(item, str | int):
             raise ValueError(
                 f"{what}: {key!r} must be a string or an integer, got {_json_type(item)}."
             )
-        if isinstance(item, str) and not item:
-            raise ValueError(f"{what}: {key!r} must not be empty.")
-        clean[key] = str(item)
+        text = str(item) if isinstance(item, str) or abs(item) < MAX_DIMENSION_INTEGER else ""
+        if not text.strip():
+            raise ValueError(
+                f"{what}: {key!r} must not be empty or blank."
+                if isinstance(item, str)
+                else f"{what}: {key!r} is too large a number; send it as a string."
+            )
+        # Printable: PostgreSQL refuses NUL in text, and a lone surrogate has no UTF-8 form.
+        if not text.isprintable() or len(text) > MAX_DIMENSION_TEXT:
+            raise ValueError(
+                f"{what}: {key!r} is at most {MAX_DIMENSION_TEXT} printable characters "
+                f"(no control characters), got {text[:40]!r}."
+            )
+        clean[key] = text
     return clean
 
 

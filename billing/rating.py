@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -44,6 +45,8 @@ ROUNDING = ROUND_HALF_UP
 MAX_QUANTITY = Decimal("1e12")
 MAX_AMOUNT = Decimal("1e15")  # wallets.services refuses larger amounts
 MAX_EVENT_ID_LENGTH = 200  # + "usage:<customer id>:" stays within the ledger's 255
+# A quantity sent as text: a JSON number, as text ("2.5", "3", "1e3").
+NUMBER_TEXT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ class UsageLookups:
         params = {
             "accounts": sorted(accounts),
             "codes": sorted(codes),
-            "event_ids": sorted({e.event_id for e in events if isinstance(e.event_id, str)}),
+            "event_ids": sorted({e.event_id for e in events if _storable(e.event_id)}),
             "earliest": min(times),
             "latest": max(times),
             "api_key_id": api_key.pk if api_key is not None else None,
@@ -175,16 +178,24 @@ def _loaded(model: type[M], values: dict[str, Any]) -> M:
     return model.from_db(connection.alias, names, [values[name] for name in names])
 
 
+def _storable(value: Any) -> bool:
+    """Whether a text value may be sent to PostgreSQL as a lookup key: a string that
+    is printable (no NUL, which PostgreSQL refuses in text, no lone surrogate, which
+    has no UTF-8 form) and not longer than any key we store. Anything else cannot
+    match a row, so it is left out of the lookup and refused by the checks below."""
+    return isinstance(value, str) and 0 < len(value) <= 255 and value.isprintable()
+
+
 def _account_number(value: Any) -> str | None:
     if isinstance(value, Customer):
         return value.account_number
-    return value if isinstance(value, str) and value else None
+    return value if _storable(value) else None
 
 
 def _product_code(value: Any) -> str | None:
     if isinstance(value, ProductItem):
         return value.code
-    return value if isinstance(value, str) and value else None
+    return value if _storable(value) else None
 
 
 @contextmanager
@@ -332,6 +343,11 @@ def _event_id(value: Any, problems: list[FieldProblem]) -> str | None:
 
 
 def _customer(value: Any, found: UsageLookups, problems: list[FieldProblem]) -> Customer | None:
+    if isinstance(value, str) and value and not _storable(value):
+        problems.append(
+            FieldProblem("customer", "an account number has only letters, digits, '-' or '_'.")
+        )
+        return None
     if isinstance(value, Customer | str) and value:
         customer = found.customers.get(_account_number(value) or "")
     else:
@@ -354,6 +370,11 @@ def _customer(value: Any, found: UsageLookups, problems: list[FieldProblem]) -> 
 
 
 def _product(value: Any, found: UsageLookups, problems: list[FieldProblem]) -> ProductItem | None:
+    if isinstance(value, str) and value and not _storable(value):
+        problems.append(
+            FieldProblem("product", "a product code has only letters, digits, '-' or '_'.")
+        )
+        return None
     if isinstance(value, ProductItem | str) and value:
         product = found.products.get(_product_code(value) or "")
     else:
@@ -380,30 +401,38 @@ def _quantity(value: Any, problems: list[FieldProblem]) -> Decimal | None:
             FieldProblem("quantity", 'send a number as a string or an integer, e.g. "2.5" or 3.')
         )
         return None
+    if isinstance(value, str) and not NUMBER_TEXT.fullmatch(value):
+        # Decimal() also reads "1_000", " 1 ", "NaN" and "Infinity"; JSON numbers are plainer.
+        problems.append(FieldProblem("quantity", f"must be a number, got {value[:40]!r}."))
+        return None
     try:
         quantity = Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
-        problems.append(FieldProblem("quantity", f"must be a number, got {value!r}."))
+        problems.append(FieldProblem("quantity", f"must be a number, got {str(value)[:40]!r}."))
         return None
+    # Magnitude and places are read off the number, never by quantize(): quantizing
+    # 1e22 to 6 places needs more digits than the decimal context has (InvalidOperation).
     if not quantity.is_finite():
         problems.append(FieldProblem("quantity", "must be a finite number."))
+    elif quantity >= MAX_QUANTITY:
+        problems.append(FieldProblem("quantity", f"must be less than {MAX_QUANTITY:,.0f}."))
     elif quantity <= 0:
         problems.append(
             FieldProblem(
                 "quantity",
-                f"must be greater than zero, got {decimal_text(quantity)}; to correct usage, "
+                f"must be greater than zero, got "
+                f"{decimal_text(quantity) if quantity > -MAX_QUANTITY else 'a negative number'}; "
+                "to correct usage, "
                 "reverse the event instead.",
             )
         )
-    elif quantity != quantity.quantize(QUANTUM):
+    elif quantity.normalize().as_tuple().exponent < -RATE_PLACES:  # type: ignore[operator]
         problems.append(
             FieldProblem(
                 "quantity",
                 f"use at most {RATE_PLACES} decimal places (got {quantity}); round it first.",
             )
         )
-    elif quantity >= MAX_QUANTITY:
-        problems.append(FieldProblem("quantity", f"must be less than {MAX_QUANTITY:,.0f}."))
     else:
         return quantity
     return None

@@ -19,6 +19,8 @@ env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
+# Django's technical 500 page (traceback, settings) for pages; off even under DEBUG
+SHOW_TRACEBACKS = env.bool("SHOW_TRACEBACKS", default=False)
 SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-key-set-SECRET_KEY-in-production")
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -47,7 +49,14 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # an unexpected error in a page: the plain 500 page, never a traceback (even with DEBUG)
+    "config.middleware.PlainServerError",
+    # first: drops connections whose server restarted; a database outage in a page
+    # answers 503 "temporarily unavailable" (the API has its own JSON 503)
+    "config.outage.DatabaseOutageMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.RefuseNulInUrl",
+    "config.middleware.RefuseForgedAdminSelection",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -82,10 +91,13 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default=database_url(DEFAULT_DIR / "pgdata")),
 }
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
-# No health check (a `SELECT 1` round trip) at the start of every request: with
-# persistent connections a connection that broke fails one request, and Django
-# drops it at that request's end (a database error marks it unusable).
+# No health check (a `SELECT 1` round trip) at the start of every request: a
+# connection whose server went away (a PostgreSQL restart) is found without a round
+# trip instead (config.outage: one poll() on its socket before each request and
+# task), so it costs no failed request. bench/README.md measures both.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("CONN_HEALTH_CHECKS", default=False)
+# While the database is down, requests answer 503 with this Retry-After (seconds).
+OUTAGE_RETRY_AFTER_SECONDS = env.int("OUTAGE_RETRY_AFTER_SECONDS", default=2)
 DATABASES["default"].setdefault("TEST", {})
 # Django disables psycopg's prepared statements (prepare_threshold=None). Allow them,
 # but only where code asks (`prepare=True`): the draw-down statement is planned once

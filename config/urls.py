@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from billing.views import stripe_webhook
-from config.api import api
+from config.api import api, not_found_urls
 
 admin.site.site_header = "Prepaid back-office"
 admin.site.site_title = "Prepaid back-office"
@@ -13,6 +13,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal:dashboard", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    *not_found_urls,  # any other /api/ URL: a JSON 404
     path("portal/", include("portal.urls")),
     path("stripe/webhook/", stripe_webhook, name="stripe-webhook"),
 ]

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -22,7 +23,7 @@ from billing.admin_kit import (
     amount_text,
     confirm_action,
 )
-from billing.models import Customer, ProductItem
+from billing.models import Customer, ProductItem, clean_dimensions
 from wallets import errors, services
 from wallets.actors import Actor
 from wallets.models import (
@@ -160,8 +161,10 @@ class GrantForm(forms.Form):
     """Staff add credit to a customer's wallet; the form calls grant_credit."""
 
     customer = forms.ModelChoiceField(queryset=Customer.objects.all())
-    currency = forms.CharField(
-        max_length=3, required=False, help_text="Empty: the customer's currency."
+    currency = forms.ChoiceField(
+        choices=lambda: [("", "The customer's currency")] + [(c, c) for c in settings.CURRENCIES],
+        required=False,
+        help_text="Empty: the customer's currency.",
     )
     name = forms.CharField(max_length=200, initial="Prepaid credits")
     amount = forms.DecimalField(max_digits=18, decimal_places=6, min_value=Decimal("0.000001"))
@@ -210,7 +213,10 @@ class GrantForm(forms.Form):
             if not sep or not name.strip() or not value.strip():
                 raise forms.ValidationError(f"'{part}' is not name=value; write e.g. region=eu.")
             dims[name.strip()] = value.strip()
-        return dims
+        try:  # the limits usage dimensions have (length, printable characters)
+            return clean_dimensions(dims, what="condition dimensions")
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
 
 
 @admin.register(CreditGrant)

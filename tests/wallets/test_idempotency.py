@@ -93,8 +93,9 @@ def test_debt_payment_settlement_and_rounding(wallet, grant):
         reference="bank-1",
     ), {"amount": D("11"), "funding": "psp_clearing", "memo": "cash", "reference": "bank-2"})  # fmt: skip
     conflicts(services.round_debt, dict(
-        wallet=wallet, difference=D("0.004"), actor=STAFF, idempotency_key="r1", memo="inv 1",
-    ), {"difference": D("0.003"), "memo": "inv 2"})  # fmt: skip
+        wallet=wallet, exact=D("39.996"), quantum=D("0.01"), actor=STAFF, idempotency_key="r1",
+        memo="inv 1",
+    ), {"exact": D("39.997"), "quantum": D("0.1"), "newer": D("1"), "memo": "inv 2"})  # fmt: skip
     grant(wallet, "5", apply_to_debt=False)
     conflicts(services.settle_debt, dict(
         wallet=wallet, actor=STAFF, idempotency_key="s1", amount=D("1"),
