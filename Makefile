@@ -1,11 +1,11 @@
-# The two commands: `make run` and `make test`. Both work on a fresh machine.
+# The two commands: `make run` and `make test` (plus `make soak`, the long property run). Both work on a fresh machine.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 export PYTHONUNBUFFERED := 1
 
-.PHONY: run test install system-deps serve check lint typecheck pytest bench fmt clean-var
+.PHONY: run test soak install system-deps serve check lint typecheck pytest bench fmt clean-var
 
 ## run: install, start private PostgreSQL + Redis under var/, migrate, demo data, web + worker + beat
 run: install
@@ -14,6 +14,13 @@ run: install
 ## test: install (incl. Chromium), throwaway PostgreSQL + Redis, then ruff, mypy, pytest
 test: install system-deps
 	@$(PY) -m config.devservers run --tmp -- $(MAKE) --no-print-directory check
+
+## soak: the ledger's property test (tests/wallets/test_ledger_properties.py) at
+## 2,000 examples of 50 steps instead of 200, on throwaway servers (long: ~10x `make test`'s run of it)
+SOAK_EXAMPLES ?= 2000
+soak: install
+	@$(PY) -m config.devservers run --tmp -- env LEDGER_PROPERTY_EXAMPLES=$(SOAK_EXAMPLES) \
+		$(VENV)/bin/pytest tests/wallets/test_ledger_properties.py -q -s $(PYTEST_ARGS)
 
 install: $(VENV)/.synced
 
