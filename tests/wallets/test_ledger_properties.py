@@ -61,7 +61,10 @@ DEFAULT_DAYS = 3  # the default expiry period in these runs: defaults expire wit
 # Outcomes a full run (200 examples or more) must reach, by prefix: if a change to
 # the strategies or the rules starves one of them, the test says so. (Derandomised
 # runs are seeded from this test's code: an edit here plays other sequences, so only
-# outcomes that every run reaches many times are listed.)
+# outcomes that every run reaches many times are listed. "settle job: 1 wallets" is
+# not: one fresh-clone run reached it, the next, with only docs changed, did not —
+# the runs are not fully reproducible (database ids differ between test orders); the
+# settle job's payments are pinned by tests/wallets/test_time_rules.py.)
 MUST_REACH = [
     "batch event: booked, credit",
     "batch event: refused",
@@ -74,7 +77,6 @@ MUST_REACH = [
     "reverse transfer: booked",
     "reverse transfer: refused",
     "reverse usage: credit on account",
-    "settle job: 1 wallets",
     "time passes, sweep: 1 due",
     "transfer: booked, paid debt",
     "transfer: refused",
