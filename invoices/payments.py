@@ -250,7 +250,7 @@ def _lock_payment(payment: Payment | int) -> Payment:
     pk = payment.pk if isinstance(payment, Payment) else payment
     try:
         return (
-            Payment.objects.select_for_update()
+            Payment.objects.select_for_update(of=("self",))
             .select_related("customer", "credit_grant")
             .get(pk=pk)
         )
@@ -261,7 +261,7 @@ def _lock_payment(payment: Payment | int) -> Payment:
 def _lock_invoice(invoice: Invoice | int) -> Invoice:
     pk = invoice.pk if isinstance(invoice, Invoice) else invoice
     try:
-        return Invoice.objects.select_for_update().select_related("series").get(pk=pk)
+        return Invoice.objects.select_for_update(of=("self",)).select_related("series").get(pk=pk)
     except Invoice.DoesNotExist:
         raise InvoiceNotFound(f"invoice {pk} does not exist.") from None
 
@@ -413,7 +413,9 @@ def apply_unallocated(
     invoice's paid amount at the time."""
     made: list[PaymentAllocation] = []
     with transaction.atomic(durable=True):
-        payments = _unallocated_payments(customer, currency)
+        # every payment first (in id order), then invoices: the order all allocations use
+        payments = list(_unallocated_payments(customer, currency).select_for_update())
+        payments.sort(key=lambda p: (p.received_on, p.pk))
         invoices = list(
             Invoice.objects.filter(
                 customer=customer, currency=currency, kind=Invoice.Kind.TOP_UP,
@@ -440,7 +442,7 @@ def apply_unallocated(
     return made
 
 
-def _unallocated_payments(customer: Customer, currency: str) -> QuerySet[Payment]:
+def _unallocated_payments(customer: Customer | int, currency: str) -> QuerySet[Payment]:
     return (
         Payment.objects.unallocated()
         .filter(customer=customer, currency=currency)
