@@ -5,29 +5,27 @@ from __future__ import annotations
 
 from wallets.ledger_check import Check, register_check
 
-LIVE = "a.removed_at IS NULL"
-
 CHECKS = [
     Check(
         "a payment's allocated amount is the sum of its live allocations "
         "(allocations + unallocated = amount)",
-        f"""
+        """
         SELECT 'payment ' || p.id, p.allocated,
-               COALESCE(SUM(a.amount) FILTER (WHERE {LIVE}), 0)
+               COALESCE(SUM(a.amount) FILTER (WHERE a.removed_at IS NULL), 0)
         FROM invoices_payment p LEFT JOIN invoices_paymentallocation a ON a.payment_id = p.id
         GROUP BY p.id
-        HAVING p.allocated <> COALESCE(SUM(a.amount) FILTER (WHERE {LIVE}), 0)
+        HAVING p.allocated <> COALESCE(SUM(a.amount) FILTER (WHERE a.removed_at IS NULL), 0)
             OR p.allocated > p.amount
         """,
     ),
     Check(
         "an invoice's paid amount is the sum of its live allocations, at most its amount due",
-        f"""
+        """
         SELECT 'invoice ' || i.id, i.amount_paid,
-               COALESCE(SUM(a.amount) FILTER (WHERE {LIVE}), 0)
+               COALESCE(SUM(a.amount) FILTER (WHERE a.removed_at IS NULL), 0)
         FROM invoices_invoice i LEFT JOIN invoices_paymentallocation a ON a.invoice_id = i.id
         GROUP BY i.id
-        HAVING i.amount_paid <> COALESCE(SUM(a.amount) FILTER (WHERE {LIVE}), 0)
+        HAVING i.amount_paid <> COALESCE(SUM(a.amount) FILTER (WHERE a.removed_at IS NULL), 0)
             OR i.amount_paid > i.amount_due
         """,
     ),
@@ -46,12 +44,12 @@ CHECKS = [
     Check(
         "a live allocation's top-up grant is a top-up of at most the allocated amount, "
         "in the customer's wallet",
-        f"""
+        """
         SELECT 'allocation ' || a.id, g.amount || ' ' || g.kind, a.amount || ' top_up'
         FROM invoices_paymentallocation a
         JOIN wallets_creditgrant g ON g.id = a.grant_id
         JOIN wallets_wallet w ON w.id = g.wallet_id
-        WHERE {LIVE} AND (g.amount > a.amount OR g.kind <> 'top_up'
+        WHERE a.removed_at IS NULL AND (g.amount > a.amount OR g.kind <> 'top_up'
                           OR w.customer_id <> a.customer_id)
         """,
     ),
