@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from portal import views
+from portal import topup_views, views
 
 app_name = "portal"
 
@@ -19,4 +19,11 @@ urlpatterns = [
     path("alerts/", views.alerts, name="alerts"),
     path("documents/", views.documents, name="documents"),
     path("documents/<int:pk>/pdf/", views.document_pdf, name="document_pdf"),
+    path("documents/top-ups/", topup_views.top_up_invoices, name="top_up_invoices"),
+    path("documents/payments/", topup_views.payments, name="payments"),
+    path(
+        "documents/payments/<int:pk>/receipt/",
+        topup_views.payment_receipt,
+        name="payment_receipt",
+    ),
 ]

@@ -99,14 +99,14 @@ def alerts(request: HttpRequest) -> HttpResponse:
 
 @customer_required
 def documents(request: HttpRequest) -> HttpResponse:
-    """The customer's invoices (issued and void; drafts are staff-only), newest first."""
+    """The customer's usage invoices (issued and void; drafts are staff-only), newest first."""
     customer = request.customer  # type: ignore[attr-defined]
     rows = (
-        Invoice.objects.filter(customer=customer)
+        Invoice.objects.filter(customer=customer, kind=Invoice.Kind.USAGE)
         .exclude(status=Invoice.Status.DRAFT)
         .select_related("series")
         .order_by("-issued_at", "-id")
-    )
+    )  # top-up invoices and payments: portal.topup_views
     page = Paginator(rows, 25).get_page(request.GET.get("page"))
     return render(request, "portal/documents.html", {"customer": customer, "page": page})
 
