@@ -226,6 +226,13 @@ class InvoiceAdmin(ReadableDecimals, admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("invoices.add_invoice")
 
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = super().get_fields(request, obj)
+        if obj is not None and obj.kind == Invoice.Kind.TOP_UP:
+            usage_only = {"period_start", "period_end", "credits_applied"}
+            return [f for f in fields if f not in usage_only]
+        return [f for f in fields if f not in {"name", "amount_paid", "open_amount", "emailed_at"}]
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
