@@ -26,7 +26,12 @@ from invoices.payments import (
     remove_payment,
 )
 from invoices.pdf import render_invoice_pdf, render_receipt_pdf
-from invoices.topups import create_top_up_invoice, send_top_up_invoice, void_top_up_invoice
+from invoices.topups import (
+    create_top_up_invoice,
+    email_invoice,
+    send_top_up_invoice,
+    void_top_up_invoice,
+)
 from wallets.actors import Actor
 from wallets.errors import WalletError
 
@@ -219,8 +224,8 @@ class InvoiceAdmin(ReadableDecimals, admin.ModelAdmin):
     fields = readonly_fields
     inlines = (LineInline, AllocationInline)
     actions = (
-        "send_invoices", "mark_sent", "record_payments", "allocate_payment", "remove_payments",
-        "void_invoices",
+        "send_invoices", "mark_sent", "resend_email", "record_payments", "allocate_payment",
+        "remove_payments", "void_invoices",
     )  # fmt: skip
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -335,6 +340,27 @@ class InvoiceAdmin(ReadableDecimals, admin.ModelAdmin):
             + " The customer's unallocated payments are applied to it, oldest first.",
             items=[(i, f"{i.customer} · {i.amount_due} {i.currency}") for i in items],
             skipped=skipped, run=perform, expected=EXPECTED,
+        )  # fmt: skip
+
+    @admin.action(description="Email the PDF again to the customer", permissions=["change"])
+    def resend_email(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        items, skipped = self._top_ups(
+            queryset, (Invoice.Status.SENT, Invoice.Status.PARTIALLY_PAID, Invoice.Status.PAID)
+        )
+
+        def perform(invoice: Invoice, data: dict[str, Any]) -> str:
+            if not email_invoice(invoice_id=invoice.pk):
+                raise InvoiceError(
+                    f"not emailed: {invoice.customer} has no email address, or the mail "
+                    "server refused it (see the log)."
+                )
+            return "emailed"
+
+        return confirm_action(
+            self, request, action_name="resend_email", title="Email invoices",
+            question="Email each invoice's PDF to its customer again?",
+            items=[(i, i.customer.email or "no email address") for i in items],
+            skipped=skipped, run=perform, expected=EXPECTED, confirm_label="Yes, email",
         )  # fmt: skip
 
     @admin.action(description="Record a payment for selected invoices", permissions=["change"])

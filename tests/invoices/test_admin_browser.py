@@ -66,6 +66,10 @@ def test_top_up_invoice_end_to_end_in_the_admin(live_server, staff_page, artifac
     page.click("input[type=submit][value^='Yes']")
     expect(page.locator(".messagelist")).to_contain_text("sent as TOP-000001")
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["billing@acme.example"]
+    run_action(page, invoices_url, "resend_email")
+    page.click("input[type=submit][value='Yes, email']")
+    expect(page.locator(".messagelist")).to_contain_text("Email invoices: 1 emailed")
+    assert len(mail.outbox) == 2
 
     # record a payment (Finance app), on the customer's balance, unallocated
     page.goto(f"{base}/admin/billing/customer/{customer.pk}/change/")
