@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -22,10 +23,7 @@ from django.utils import timezone
 
 from billing import thresholds
 from billing.errors import StripeMismatch
-from billing.money import decimal_text
-
-if TYPE_CHECKING:
-    from billing.stripe_gateway import PaymentIntentState
+from billing.money import decimal_text, to_stripe_amount
 
 
 def currency_choices() -> list[tuple[str, str]]:
@@ -659,6 +657,85 @@ class UsageEvent(models.Model):
 # --- Stripe -----------------------------------------------------------------------
 
 
+# --- what Stripe says: plain values the gateway returns and our records follow ---
+
+
+@dataclass(frozen=True)
+class PaymentMethodDetails:
+    id: str
+    customer_id: str
+    brand: str
+    last4: str
+    exp_month: int | None
+    exp_year: int | None
+
+    @classmethod
+    def from_stripe(cls, obj: Mapping[str, Any]) -> PaymentMethodDetails:
+        card = obj.get("card") or {}
+        return cls(
+            id=obj["id"],
+            customer_id=stripe_id_of(obj.get("customer")),
+            brand=str(card.get("brand") or obj.get("type") or ""),
+            last4=str(card.get("last4") or ""),
+            exp_month=card.get("exp_month"),
+            exp_year=card.get("exp_year"),
+        )
+
+
+@dataclass(frozen=True)
+class PaymentIntentState:
+    """What Stripe says about one PaymentIntent (from an API answer or a webhook)."""
+
+    id: str
+    status: str
+    amount: int
+    currency: str
+    customer_id: str = ""
+    payment_method_id: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    failure_code: str = ""
+    failure_reason: str = ""
+    cancellation_reason: str = ""
+    latest_charge_id: str = ""
+    amount_refunded: int | None = None  # known only when latest_charge is expanded
+
+    @classmethod
+    def from_stripe(cls, obj: Mapping[str, Any]) -> PaymentIntentState:
+        error = obj.get("last_payment_error") or {}
+        latest_charge = obj.get("latest_charge")
+        refunded = latest_charge.get("amount_refunded") if isinstance(latest_charge, dict) else None
+        return cls(
+            id=obj["id"],
+            status=obj["status"],
+            amount=int(obj["amount"]),
+            currency=str(obj["currency"]).upper(),
+            customer_id=stripe_id_of(obj.get("customer")),
+            payment_method_id=stripe_id_of(obj.get("payment_method")),
+            metadata={str(k): str(v) for k, v in (obj.get("metadata") or {}).items()},
+            failure_code=str(error.get("decline_code") or error.get("code") or ""),
+            failure_reason=str(error.get("message") or ""),
+            cancellation_reason=str(obj.get("cancellation_reason") or ""),
+            latest_charge_id=stripe_id_of(latest_charge),
+            amount_refunded=int(refunded) if refunded is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    id: str
+    status: str
+    amount: int
+
+
+def stripe_id_of(value: Any) -> str:
+    """Stripe expands some references into objects; we want the id either way."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return str(value["id"])
+
+
 class StripePaymentMethod(models.Model):
     """Our copy of a card saved at Stripe for a customer (Stripe stays the source)."""
 
@@ -816,8 +893,6 @@ class StripeCharge(models.Model):
         Stripe is the truth about money: a succeeded intent wins over an earlier
         decline; a charge that succeeded is never turned back into a failure.
         """
-        from billing.stripe_gateway import to_stripe_amount
-
         if self.payment_intent_id and self.payment_intent_id != intent.id:
             raise StripeMismatch(
                 f"Stripe charge #{self.pk} belongs to {self.payment_intent_id}, not {intent.id}."

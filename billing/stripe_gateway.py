@@ -13,9 +13,7 @@ False and every call raises ``StripeNotConfigured``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -28,125 +26,12 @@ from billing.errors import (
     StripeRequestRejected,
     StripeUnavailable,
 )
-
-# Stripe's amounts are integers in the currency's smallest unit. Most currencies
-# have two decimals; these have none, and these have three (Stripe wants the last
-# digit to be 0 for them, so two decimals on our side are still exact).
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    "BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split()
-)
-THREE_DECIMAL_CURRENCIES = frozenset("BHD JOD KWD OMR TND".split())
-
-
-def minor_unit_exponent(currency: str) -> int:
-    code = currency.upper()
-    if code in ZERO_DECIMAL_CURRENCIES:
-        return 0
-    if code in THREE_DECIMAL_CURRENCIES:
-        return 3
-    return 2
-
-
-def to_stripe_amount(amount: Decimal, currency: str) -> int:
-    """An exact Decimal amount as Stripe's integer minor units; refuses to round."""
-    if not isinstance(amount, Decimal):
-        raise TypeError(f"amounts are Decimal, not {type(amount).__name__}")
-    scaled = amount.scaleb(minor_unit_exponent(currency))
-    if scaled != scaled.to_integral_value():
-        raise ValueError(
-            f"{amount} {currency.upper()} is not a whole number of the currency's minor unit"
-        )
-    minor = int(scaled)
-    if minor_unit_exponent(currency) == 3 and minor % 10:
-        raise ValueError(f"Stripe charges {currency.upper()} in multiples of 0.010, not {amount}")
-    return minor
-
-
-def from_stripe_amount(minor: int, currency: str) -> Decimal:
-    if isinstance(minor, bool) or not isinstance(minor, int):
-        raise TypeError(f"Stripe amounts are integers, not {type(minor).__name__}")
-    return Decimal(minor).scaleb(-minor_unit_exponent(currency))
+from billing.models import PaymentIntentState, PaymentMethodDetails, RefundResult, stripe_id_of
 
 
 def stripe_enabled() -> bool:
     """Card payments are offered only when an API key is configured."""
     return bool(settings.STRIPE_API_KEY)
-
-
-@dataclass(frozen=True)
-class PaymentMethodDetails:
-    id: str
-    customer_id: str
-    brand: str
-    last4: str
-    exp_month: int | None
-    exp_year: int | None
-
-    @classmethod
-    def from_stripe(cls, obj: Mapping[str, Any]) -> PaymentMethodDetails:
-        card = obj.get("card") or {}
-        return cls(
-            id=obj["id"],
-            customer_id=_id_of(obj.get("customer")),
-            brand=str(card.get("brand") or obj.get("type") or ""),
-            last4=str(card.get("last4") or ""),
-            exp_month=card.get("exp_month"),
-            exp_year=card.get("exp_year"),
-        )
-
-
-@dataclass(frozen=True)
-class PaymentIntentState:
-    """What Stripe says about one PaymentIntent (from an API answer or a webhook)."""
-
-    id: str
-    status: str
-    amount: int
-    currency: str
-    customer_id: str = ""
-    payment_method_id: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
-    failure_code: str = ""
-    failure_reason: str = ""
-    cancellation_reason: str = ""
-    latest_charge_id: str = ""
-    amount_refunded: int | None = None  # known only when latest_charge is expanded
-
-    @classmethod
-    def from_stripe(cls, obj: Mapping[str, Any]) -> PaymentIntentState:
-        error = obj.get("last_payment_error") or {}
-        latest_charge = obj.get("latest_charge")
-        refunded = latest_charge.get("amount_refunded") if isinstance(latest_charge, dict) else None
-        return cls(
-            id=obj["id"],
-            status=obj["status"],
-            amount=int(obj["amount"]),
-            currency=str(obj["currency"]).upper(),
-            customer_id=_id_of(obj.get("customer")),
-            payment_method_id=_id_of(obj.get("payment_method")),
-            metadata={str(k): str(v) for k, v in (obj.get("metadata") or {}).items()},
-            failure_code=str(error.get("decline_code") or error.get("code") or ""),
-            failure_reason=str(error.get("message") or ""),
-            cancellation_reason=str(obj.get("cancellation_reason") or ""),
-            latest_charge_id=_id_of(latest_charge),
-            amount_refunded=int(refunded) if refunded is not None else None,
-        )
-
-
-@dataclass(frozen=True)
-class RefundResult:
-    id: str
-    status: str
-    amount: int
-
-
-def _id_of(value: Any) -> str:
-    """Stripe expands some references into objects; we want the id either way."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return str(value["id"])
 
 
 def _as_dict(obj: stripe.StripeObject) -> dict[str, Any]:
@@ -188,7 +73,7 @@ def _translated_errors() -> Iterator[None]:
             exc.user_message or str(exc._message or "The card was declined."),
             code=str(exc.code or ""),
             decline_code=str(getattr(error, "decline_code", None) or "") if error else "",
-            payment_intent_id=_id_of(intent),
+            payment_intent_id=stripe_id_of(intent),
         ) from exc
     except stripe.IdempotencyError as exc:
         # Same key, other parameters: the first request may well have gone through.
@@ -248,7 +133,7 @@ def update_customer(
 def default_payment_method_id(*, stripe_customer_id: str) -> str:
     with _translated_errors():
         customer = _as_dict(_client().v1.customers.retrieve(stripe_customer_id))
-    return _id_of((customer.get("invoice_settings") or {}).get("default_payment_method"))
+    return stripe_id_of((customer.get("invoice_settings") or {}).get("default_payment_method"))
 
 
 def set_default_payment_method(*, stripe_customer_id: str, payment_method_id: str) -> None:

@@ -34,14 +34,9 @@ from billing.errors import (
     StripeRequestRejected,
     StripeUnavailable,
 )
-from billing.models import Customer, StripeCharge, StripePaymentMethod
-from billing.money import amount_text
-from billing.stripe_gateway import (
-    PaymentIntentState,
-    from_stripe_amount,
-    stripe_enabled,
-    to_stripe_amount,
-)
+from billing.models import Customer, PaymentIntentState, StripeCharge, StripePaymentMethod
+from billing.money import amount_text, from_stripe_amount, to_stripe_amount
+from billing.stripe_gateway import stripe_enabled
 
 logger = logging.getLogger(__name__)
 

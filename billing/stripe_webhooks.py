@@ -1,8 +1,8 @@
 """The Stripe webhook inbox: verify, store once, process idempotently.
 
-``receive_stripe_event`` (called by the view) checks the signature, stores the
-event once by its Stripe id and enqueues ``billing.tasks.process_stripe_event``
-on commit. ``process_stripe_event`` applies it under a row lock and records the
+``receive_stripe_event`` (called by the view) checks the signature and stores the
+event once by its Stripe id; the view then enqueues ``billing.tasks.process_stripe_event``
+for a new event (this module sits below the tasks and does not import them). ``process_stripe_event`` applies it under a row lock and records the
 outcome on the event; running it again on a processed event does nothing.
 
 Out of order: an event about a PaymentIntent whose metadata names one of our
@@ -25,8 +25,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.errors import BillingError, StripeMismatch, WebhookRejected
-from billing.models import Customer, StripeCharge, StripeEvent, StripePaymentMethod
-from billing.stripe_gateway import PaymentIntentState, PaymentMethodDetails, from_stripe_amount
+from billing.models import (
+    Customer,
+    PaymentIntentState,
+    PaymentMethodDetails,
+    StripeCharge,
+    StripeEvent,
+    StripePaymentMethod,
+)
+from billing.money import from_stripe_amount
 from billing.stripe_services import CHARGE_METADATA_KEY, apply_charge_effects
 
 logger = logging.getLogger(__name__)
@@ -83,15 +90,7 @@ def receive_stripe_event(*, payload: bytes, signature_header: str) -> tuple[Stri
                 "payload": data,
             },
         )
-        if created:
-            transaction.on_commit(lambda: _enqueue(event.event_id), robust=True)
     return event, created
-
-
-def _enqueue(event_id: str) -> None:
-    from billing.tasks import process_stripe_event as task
-
-    task.delay(event_id)
 
 
 # --- processing -----------------------------------------------------------------

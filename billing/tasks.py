@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -9,6 +10,8 @@ from celery import shared_task
 
 from billing import stripe_services, stripe_webhooks
 from jobs.runner import Batch, run_job
+
+logger = logging.getLogger(__name__)
 
 # Give the task enqueued on commit its chance before the sweep takes an event.
 EVENT_GRACE = timedelta(seconds=30)
@@ -20,6 +23,15 @@ CHARGE_GRACE = timedelta(minutes=5)
 def process_stripe_event(event_id: str) -> str:
     """Apply one stored webhook event; idempotent, so a redelivery is harmless."""
     return stripe_webhooks.process_stripe_event(event_id=event_id).status
+
+
+def enqueue_stripe_event(event_id: str) -> None:
+    """Hand a stored event to a worker. A broker that is down is logged, not raised:
+    the event is already stored, and the sweep processes it after EVENT_GRACE."""
+    try:
+        process_stripe_event.delay(event_id)
+    except Exception:
+        logger.exception("Could not enqueue Stripe event %s; the sweep will take it", event_id)
 
 
 @shared_task
