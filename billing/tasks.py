@@ -8,7 +8,8 @@ from datetime import timedelta
 
 from celery import shared_task
 
-from billing import stripe_services, stripe_webhooks
+from billing.stripe import services as stripe_services
+from billing.stripe import webhooks as stripe_webhooks
 from jobs.runner import Batch, run_job
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def sweep_stripe() -> dict[str, int]:
 @shared_task
 def close_billing_periods(batch_size: int | None = None) -> dict[str, int | str]:
     """Hourly (job "close_billing_periods"): usage invoices for complete periods."""
-    from billing.usage_invoices import close_due_period_batches
+    from billing.usage.invoicing import close_due_period_batches
     from jobs.runner import summary
     from wallets.actors import Actor
 

@@ -1,4 +1,4 @@
-"""Stripe's webhook endpoint. Thin: verification and storage live in billing.stripe_webhooks."""
+"""Stripe's webhook endpoint. Thin: verification and storage live in billing.stripe.webhooks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from billing.errors import WebhookRejected
-from billing.stripe_webhooks import receive_stripe_event
+from billing.stripe.webhooks import receive_stripe_event
 from billing.tasks import enqueue_stripe_event
 
 

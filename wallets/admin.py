@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from billing.admin_kit import (
+from billing.admin.kit import (
     ReadableDecimals,
     ReadOnlyAdmin,
     ReadOnlyInline,
@@ -314,7 +314,7 @@ class CreditGrantAdmin(ReadOnlyAdmin):
         customer: Customer = data["customer"]
         charge_now = data["payment"] == "now" and data["kind"] != "free"
         if charge_now:
-            from billing.stripe_gateway import stripe_enabled
+            from billing.stripe.gateway import stripe_enabled
 
             if not stripe_enabled():
                 raise errors.WalletError(
@@ -347,8 +347,8 @@ class CreditGrantAdmin(ReadOnlyAdmin):
         )
         if charge_now:
             # The grant waits (pending) until the money is in; a decline voids it.
-            from billing import stripe_services
             from billing.errors import BillingError
+            from billing.stripe import services as stripe_services
 
             try:
                 stripe_services.charge_off_session(

@@ -9,8 +9,9 @@ from decimal import Decimal
 import pytest
 from django.db import connections, transaction
 
-from billing import stripe_services, stripe_webhooks
 from billing.models import Customer, StripeCharge, StripeEvent, StripePaymentMethod
+from billing.stripe import services as stripe_services
+from billing.stripe import webhooks as stripe_webhooks
 from tests.billing.stripe_fakes import (
     WEBHOOK_SECRET,
     intent_payload,
@@ -488,7 +489,7 @@ def test_a_dashboard_refund_of_used_credit_arrives_by_webhook_and_balances(
     """Staff refund a partly used 25.00 top-up in the Stripe dashboard, first 10.00 then
     the rest. The money is gone: each charge.refunded webhook books its part, the unused
     credit back from the grant, the rest as debt; psp_clearing nets to exactly zero."""
-    from billing import stripe_gateway
+    from billing.stripe import gateway as stripe_gateway
     from tests.billing.test_stripe_effects import paid_then_used, psp_clearing_net
     from wallets.ledger_check import find_problems
     from wallets.models import LedgerTransaction

@@ -3,7 +3,7 @@
 Everything here is a thin, typed call: it takes and returns plain values
 (dataclasses, ids, integer minor units) and turns the library's exceptions into
 ours (``billing.errors``). It never touches the database; the services in
-``billing.stripe_services`` decide what a result means for our records.
+``billing.stripe.services`` decide what a result means for our records.
 
 ``STRIPE_API_BASE`` points the client at another server (localstripe in tests
 and demos). Without ``STRIPE_API_KEY`` Stripe is off: ``stripe_enabled()`` is

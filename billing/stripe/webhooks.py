@@ -34,7 +34,7 @@ from billing.models import (
     StripePaymentMethod,
 )
 from billing.money import from_stripe_amount
-from billing.stripe_services import CHARGE_METADATA_KEY, apply_charge_effects
+from billing.stripe.services import CHARGE_METADATA_KEY, apply_charge_effects
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from billing import stripe_effects, stripe_gateway
 from billing.errors import (
     ChargeNotRefundable,
     ChargeNotRetryable,
@@ -36,7 +35,9 @@ from billing.errors import (
 )
 from billing.models import Customer, PaymentIntentState, StripeCharge, StripePaymentMethod
 from billing.money import amount_text, from_stripe_amount, to_stripe_amount
-from billing.stripe_gateway import stripe_enabled
+from billing.stripe import effects as stripe_effects
+from billing.stripe import gateway as stripe_gateway
+from billing.stripe.gateway import stripe_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -378,7 +379,7 @@ def apply_charge_effects(*, charge_id: int, force: bool = False) -> bool:
     """Do, once, what the charge's settled status means for the money.
 
     Succeeded activates the grant it pays for, failed or canceled voids it, a full
-    refund voids it again (see ``billing.stripe_effects``). The effects are
+    refund voids it again (see ``billing.stripe.effects``). The effects are
     idempotent, so a crash between the effect and our bookkeeping is repaired by
     running this again (the sweep does, up to MAX_EFFECT_ATTEMPTS; ``force`` goes
     past that). Returns True when the effects are now done.

@@ -3,7 +3,7 @@
 Sits above the ledger and the invoices app (ARCHITECTURE.md layer 5): it reads
 booked usage events, asks the ledger what each drew from credits and what became
 debt, and has `invoices.services` issue the document. Voiding reverses every event
-on the invoice through `billing.usage.reverse_usage`, so the credits go back to
+on the invoice through `billing.usage.recording.reverse_usage`, so the credits go back to
 the very grants they came from (with their original expiry)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from billing.models import Customer, UsageEvent
 from billing.periods import BillingPeriod, period_containing
-from billing.usage import reverse_usage
+from billing.usage.recording import reverse_usage
 from invoices import services as invoice_services
 from invoices.models import Invoice
 from jobs.runner import Batch

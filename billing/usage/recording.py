@@ -3,7 +3,7 @@ customer's wallet in real time (Amberflo: "usage is drawn down against the
 Wallet balance in real time").
 
 Rules:
-- Rating (`billing.rating`): the best matching price in force at the event's
+- Rating (`billing.usage.rating`): the best matching price in force at the event's
   timestamp × quantity, rounded ROUND_HALF_UP to 6 places, once per event.
 - Idempotency: `event_id` is unique per customer, whichever API key sends it.
   The ledger key is `usage:<customer id>:<event id>`, so two requests racing
@@ -52,7 +52,8 @@ from billing.errors import (
 )
 from billing.models import ApiKey, Customer, UsageEvent
 from billing.money import decimal_text
-from billing.rating import (
+from billing.usage.answers import figures_after_each, reversal_lots
+from billing.usage.rating import (
     RatedEvent,
     UsageInput,
     UsageLookups,
@@ -205,7 +206,9 @@ def reverse_usage(*, event: UsageEvent | int, actor: Actor) -> ReversalOutcome:
             except wallet_errors.WalletError as exc:
                 raise UsageNotReversible(str(exc)) from None
             reversal_id = reversal.pk
-            lots = [(grant_id, -amount) for grant_id, amount in _lots(reversal) if amount < 0]
+            lots = [
+                (grant_id, -amount) for grant_id, amount in reversal_lots(reversal) if amount < 0
+            ]
         now = timezone.now()
         locked.status = UsageEvent.Status.REVERSED
         locked.reversed_at = now
@@ -223,7 +226,7 @@ def reverse_usage(*, event: UsageEvent | int, actor: Actor) -> ReversalOutcome:
                 {"grant_id": grant_id, "amount": decimal_text(amount)} for grant_id, amount in lots
             ],
             "reversed_at": now.isoformat(),
-            **_figures_after_each(locked.wallet_id, [None])[0],
+            **figures_after_each(locked.wallet_id, [None])[0],
         }
         locked.save(
             update_fields=[
@@ -344,7 +347,7 @@ def _book_in_transaction(
             d if isinstance(d, services.DrawDown) and not d.replayed else None
             for d in (draws.get(pos) for pos in range(len(events)))
         ]
-        figures = _figures_after_each(wallet_id, changes)
+        figures = figures_after_each(wallet_id, changes)
         outcomes: list[dict[str, Any] | UsageError | _Replay] = []
         booked: list[dict[str, Any]] = []
         refused: list[tuple[RatedEvent, str]] = []
@@ -578,72 +581,3 @@ def _record_refusals(
             message=message,
             **common,
         )
-
-
-# --- reading wallets for answers ------------------------------------------------------
-
-
-# The wallet as it is now (locked by the draw-down in this transaction, when there
-# was one), its available funds at `now` (`wallets_available_funds`, wallets 0010:
-# the one definition) and which of the given grants were spendable credit then
-# (unrestricted, in force at `now`). A read only.
-WALLET_NOW_SQL = """
-SELECT credit_balance, debt, wallets_available_funds(id, %(now)s),
-       ARRAY(SELECT g.id FROM wallets_creditgrant g
-             WHERE g.id = ANY(%(grant_ids)s) AND NOT g.restricted
-               AND wallets_grant_in_force(g.effective_at, g.expires_at, %(now)s))
-FROM wallets_wallet WHERE id = %(wallet_id)s
-"""
-
-
-def _figures_after_each(
-    wallet_id: int | None, changes: Sequence[services.DrawDown | None]
-) -> list[dict[str, str]]:
-    """Credit balance, debt and available funds right after each event of one
-    wallet's batch, in order (None: an event that moved nothing). When every event
-    drew down, the draw-downs carry them; otherwise they are worked back from the
-    wallet as it is at the end of the batch: nothing else changed it meanwhile,
-    since the batch holds the wallet lock until the commit."""
-    if changes and all(c is not None and c.available_after is not None for c in changes):
-        return [
-            {
-                "credit_balance": decimal_text(c.balance_after),
-                "debt": decimal_text(c.debt_after),
-                "available_funds": decimal_text(c.available_after),
-            }
-            for c in changes
-            if c is not None and c.available_after is not None
-        ]
-    if wallet_id is None:
-        return [{"credit_balance": "0", "debt": "0", "available_funds": "0"} for _ in changes]
-    grant_ids = sorted({grant_id for d in changes if d for grant_id, _ in d.lots})
-    with prepared_cursor() as cursor:
-        cursor.execute(
-            WALLET_NOW_SQL,
-            {"wallet_id": wallet_id, "grant_ids": grant_ids, "now": timezone.now()},
-            prepare=True,
-        )
-        row = cursor.fetchone()
-    assert row is not None, f"wallet {wallet_id} vanished"
-    balance, debt, available, spendable_grants = row
-    figures: list[dict[str, str]] = []
-    for change in reversed(changes):
-        figures.append(
-            {
-                "credit_balance": decimal_text(balance),
-                "debt": decimal_text(debt),
-                "available_funds": decimal_text(available),
-            }
-        )
-        if change is not None:  # the wallet before this event
-            balance += change.from_credits
-            debt -= change.to_debt
-            available += change.to_debt + sum(
-                (a for g, a in change.lots if g in spendable_grants), Decimal(0)
-            )
-    figures.reverse()
-    return figures
-
-
-def _lots(tx: LedgerTransaction) -> list[tuple[int, Decimal]]:
-    return list(tx.lots.order_by("id").values_list("grant_id", "amount"))

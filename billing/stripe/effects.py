@@ -1,7 +1,7 @@
 """What a settled Stripe charge means for the money: the glue to ``wallets.services``.
 
 The only module of the Stripe flow that moves money, and only through the wallets
-services (which own the ledger). ``billing.stripe_services.apply_charge_effects``
+services (which own the ledger). ``billing.stripe.services.apply_charge_effects``
 calls these after the charge's new status is committed, outside any transaction
 of ours (the wallets services open their own), and again after a failure until
 one call goes through. So each function must be idempotent: every ledger

@@ -7,7 +7,7 @@ then the latest effective (`Price.best_for`). amount = quantity × unit price,
 rounded ROUND_HALF_UP to 6 decimal places (the ledger's precision), once per
 event. Every problem is reported against its field, with what to fix.
 
-`billing.usage` books what this module rates.
+`billing.usage.recording` books what this module rates.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from billing.models import (
     ProductItem,
     UsageEvent,
     clean_dimensions,
-    decimal_text,
 )
+from billing.money import decimal_text
 
 QUANTUM = Decimal(1).scaleb(-RATE_PLACES)  # 0.000001, the ledger's precision
 ROUNDING = ROUND_HALF_UP
@@ -75,7 +75,7 @@ def rate(quantity: Decimal, unit_price: Decimal) -> Decimal:
 # wallets table, never a write), the product items, the prices that may apply
 # to the batch's time span, and earlier events with the same ids; and whether the
 # API key is still usable (revocation takes effect at once although the web
-# process remembers keys: billing.api.ApiKeyAuth).
+# process remembers keys: billing.api.auth.ApiKeyAuth).
 LOOKUP_SQL = """
 SELECT
   (SELECT json_build_object('revoked_at', k.revoked_at)
