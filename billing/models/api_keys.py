@@ -81,10 +81,6 @@ class ApiKey(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
 
-    @property
-    def is_revoked(self) -> bool:
-        return self.revoked_at is not None
-
     def assign_secret(self) -> str:
         """Give the key a new random secret and return the token (shown once); only
         its hash is kept."""
