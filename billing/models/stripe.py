@@ -127,6 +127,26 @@ class StripePaymentMethod(models.Model):
         expiry = f" exp {self.exp_month:02d}/{self.exp_year}" if self.exp_month else ""
         return f"{self.brand or 'card'} •••• {self.last4}{expiry}"
 
+    @classmethod
+    def follow(
+        cls, *, customer: Customer, details: PaymentMethodDetails, is_default: bool | None = None
+    ) -> StripePaymentMethod:
+        """Our copy of one card as Stripe describes it (created or updated);
+        ``is_default=None`` leaves the default flag as it is."""
+        defaults: dict[str, Any] = {
+            "customer": customer,
+            "brand": details.brand,
+            "last4": details.last4,
+            "exp_month": details.exp_month,
+            "exp_year": details.exp_year,
+        }
+        if is_default is not None:
+            defaults["is_default"] = is_default
+        method, _ = cls.objects.update_or_create(
+            stripe_payment_method_id=details.id, defaults=defaults
+        )
+        return method
+
 
 class StripeChargeQuerySet(models.QuerySet["StripeCharge"]):
     def effects_due(self) -> StripeChargeQuerySet:

@@ -104,16 +104,8 @@ def sync_payment_methods(*, customer: Customer) -> list[StripePaymentMethod]:
         ours.exclude(stripe_payment_method_id__in=[m.id for m in methods]).delete()
         ours.update(is_default=False)
         for method in methods:
-            StripePaymentMethod.objects.update_or_create(
-                stripe_payment_method_id=method.id,
-                defaults={
-                    "customer": customer,
-                    "brand": method.brand,
-                    "last4": method.last4,
-                    "exp_month": method.exp_month,
-                    "exp_year": method.exp_year,
-                    "is_default": method.id == default_id,
-                },
+            StripePaymentMethod.follow(
+                customer=customer, details=method, is_default=method.id == default_id
             )
         return list(customer.stripe_payment_methods.all())
 

@@ -229,16 +229,7 @@ def on_payment_method_attached(data: dict[str, Any]) -> Handled:
         return Handled(
             ignored=True, note=f"No customer of ours is linked to {details.customer_id}."
         )
-    StripePaymentMethod.objects.update_or_create(
-        stripe_payment_method_id=details.id,
-        defaults={
-            "customer": customer,
-            "brand": details.brand,
-            "last4": details.last4,
-            "exp_month": details.exp_month,
-            "exp_year": details.exp_year,
-        },
-    )
+    StripePaymentMethod.follow(customer=customer, details=details)
     return Handled()
 
 
