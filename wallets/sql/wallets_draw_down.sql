@@ -77,15 +77,16 @@ BEGIN
                -- credit of the grants that apply from the first event to the last
                SELECT coalesce(sum(g.remaining), 0) FROM wallets_creditgrant g
                WHERE g.wallet_id = p_wallet_id AND g.status = 'active' AND g.remaining > 0
-                 AND g.effective_at <= v_first AND (g.expires_at IS NULL OR g.expires_at > v_last)
-                 AND (g.condition_item_id IS NULL OR g.condition_item_id = v_item)
-                 AND g.condition_dimensions <@ v_dims)
+                 AND wallets_grant_in_force(g.effective_at, g.expires_at, v_first)
+                 AND wallets_grant_in_force(g.effective_at, g.expires_at, v_last)
+                 AND wallets_grant_applies(g.condition_item_id, g.condition_dimensions, v_item,
+                                           v_dims))
            AND NOT EXISTS (
                -- no grant that applies starts or ends between the first event and the last
                SELECT 1 FROM wallets_creditgrant g
                WHERE g.wallet_id = p_wallet_id AND g.status = 'active' AND g.remaining > 0
-                 AND (g.condition_item_id IS NULL OR g.condition_item_id = v_item)
-                 AND g.condition_dimensions <@ v_dims
+                 AND wallets_grant_applies(g.condition_item_id, g.condition_dimensions, v_item,
+                                           v_dims)
                  AND ((g.effective_at > v_first AND g.effective_at <= v_last)
                       OR (g.expires_at > v_first AND g.expires_at <= v_last)))
            AND NOT EXISTS (
@@ -95,20 +96,7 @@ BEGIN
             RETURN QUERY
             WITH usable AS (
                 -- the grants, in draw-down order, each with the credit before it
-                SELECT g.id, g.account_id, g.remaining, g.restricted,
-                       NOT g.restricted
-                           AND wallets_grant_in_force(g.effective_at, g.expires_at, p_now)
-                           AS spendable_now,
-                       SUM(g.remaining) OVER draw_order - g.remaining AS before
-                FROM wallets_creditgrant g
-                WHERE g.wallet_id = p_wallet_id AND g.status = 'active' AND g.remaining > 0
-                  AND wallets_grant_in_force(g.effective_at, g.expires_at, v_first)
-                  AND (g.condition_item_id IS NULL OR g.condition_item_id = v_item)
-                  AND g.condition_dimensions <@ v_dims
-                WINDOW draw_order AS (
-                    ORDER BY g.specificity DESC, g.priority, g.expires_at NULLS LAST,
-                             g.kind <> 'free', g.id
-                    ROWS UNBOUNDED PRECEDING)
+                SELECT * FROM wallets_usable_grants(p_wallet_id, v_item, v_dims, v_first, p_now)
             ),
             evs AS (
                 -- the events in order, each with the amount before it; transaction
@@ -202,24 +190,11 @@ BEGIN
         -- 3. How much more debt the limit in force now allows.
         v_room := GREATEST(0, v_limit - w.debt);
 
-        -- 4. Pick the grants that apply, in draw-down order (keep in step with
-        -- wallets.services.draw_order), take what the amount needs from each, and
-        -- write the transaction, entries, lots, grants and wallet. What the grants
+        -- 4. Pick the grants that apply, in draw-down order (wallets_usable_grants),
+        -- take what the amount needs from each, and write the transaction, entries, lots, grants and wallet. What the grants
         -- cannot cover becomes debt if the limit allows; otherwise nothing is written.
         WITH usable AS (
-            SELECT g.id, g.account_id, g.remaining, g.restricted,
-                   NOT g.restricted AND wallets_grant_in_force(g.effective_at, g.expires_at, p_now)
-                       AS spendable_now,
-                   SUM(g.remaining) OVER draw_order - g.remaining AS before
-            FROM wallets_creditgrant g
-            WHERE g.wallet_id = p_wallet_id AND g.status = 'active' AND g.remaining > 0
-              AND wallets_grant_in_force(g.effective_at, g.expires_at, ev.at)
-              AND (g.condition_item_id IS NULL OR g.condition_item_id = ev.item_id)
-              AND g.condition_dimensions <@ ev.dimensions
-            WINDOW draw_order AS (
-                ORDER BY g.specificity DESC, g.priority, g.expires_at NULLS LAST,
-                         g.kind <> 'free', g.id
-                ROWS UNBOUNDED PRECEDING)
+            SELECT * FROM wallets_usable_grants(p_wallet_id, ev.item_id, ev.dimensions, ev.at, p_now)
         ),
         takes AS (
             SELECT u.id, u.account_id, u.restricted, u.spendable_now,

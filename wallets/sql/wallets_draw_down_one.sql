@@ -33,19 +33,7 @@ BEGIN
 
     -- 4. wallets_draw_down's booking statement for one event (keep in step).
     WITH usable AS (
-        SELECT g.id, g.account_id, g.remaining, g.restricted,
-               NOT g.restricted AND wallets_grant_in_force(g.effective_at, g.expires_at, p_now)
-                   AS spendable_now,
-               SUM(g.remaining) OVER draw_order - g.remaining AS before
-        FROM wallets_creditgrant g
-        WHERE g.wallet_id = p_wallet_id AND g.status = 'active' AND g.remaining > 0
-          AND wallets_grant_in_force(g.effective_at, g.expires_at, p_at)
-          AND (g.condition_item_id IS NULL OR g.condition_item_id = p_item_id)
-          AND g.condition_dimensions <@ p_dimensions
-        WINDOW draw_order AS (
-            ORDER BY g.specificity DESC, g.priority, g.expires_at NULLS LAST,
-                     g.kind <> 'free', g.id
-            ROWS UNBOUNDED PRECEDING)
+        SELECT * FROM wallets_usable_grants(p_wallet_id, p_item_id, p_dimensions, p_at, p_now)
     ),
     takes AS (
         SELECT u.id, u.account_id, u.restricted, u.spendable_now,
