@@ -92,6 +92,8 @@ class Wallet(models.Model):
         effective, or expired but not yet swept, is in `credit_balance` (the cache of
         every live grant) but not here."""
         at = at or timezone.now()
+        if self.pk is None:  # a wallet not opened yet holds no grants
+            return ZERO
         total = (
             self.grants.in_force(at)
             .filter(restricted=False)
