@@ -1,9 +1,9 @@
-"""The draw-down hot path: usage charged to a wallet in real time, one event
-(`draw_down`, one round trip) or a batch on one wallet (`draw_down_batch`, one lock
-and one round trip). The booking itself is SQL (wallets migrations 0003, 0007,
-0008, 0009); this module validates, fingerprints and reads the answer rows. Part of
-`wallets.services` (which re-exports it): the same rules apply.
-"""
+"""The draw-down: usage charged to a wallet in real time, one event (`draw_down`,
+one round trip) or a batch on one wallet (`draw_down_batch`, one lock and one round
+trip). The booking itself is SQL (wallets/sql/wallets_draw_down_one.sql and
+wallets_draw_down.sql); this module validates, fingerprints and reads the answer
+rows. `draw_order` and `_take` are the same order for the services that spend
+credit in Python (debt settlement, transfers)."""
 
 from __future__ import annotations
 
@@ -22,16 +22,56 @@ from django.utils import timezone
 
 from wallets import errors
 from wallets.actors import Actor
-from wallets.inputs import (
+from wallets.models import (
+    ZERO,
+    CreditGrant,
+    LedgerTransaction,
+    Wallet,
+)
+from wallets.services.inputs import (
     _dimensions,
     _is_idempotency_violation,
     _key,
     _money,
     _usage_request_hash,
 )
-from wallets.models import ZERO, LedgerTransaction, Wallet
+from wallets.services.posting import NEVER
 
-# --- draw-down (the hot path) ----------------------------------------------------
+
+def draw_order(grant: CreditGrant) -> tuple:
+    """The draw-down order (ARCHITECTURE.md): most specific condition first, then
+    lower priority, then earliest expiry (none last), then free before paid, then
+    oldest. Its home is SQL `wallets_usable_grants` (wallets/sql/), which every
+    draw-down uses; this Python twin orders the credit the Python services spend
+    (debt settlement, transfers), pinned by tests/wallets/test_rules_differential.py."""
+    return (
+        -grant.specificity,
+        grant.priority,
+        grant.expires_at or NEVER,
+        grant.kind != CreditGrant.Kind.FREE,
+        grant.pk,
+    )
+
+
+def _unrestricted_grants(wallet: Wallet, at: datetime) -> list[CreditGrant]:
+    """The spendable credit at `at` (`Wallet.spendable_credit`), in draw-down order:
+    what `wallets_usable_grants` returns for an event that no condition matches."""
+    grants = CreditGrant.objects.in_force(at).filter(
+        wallet=wallet, remaining__gt=0, restricted=False
+    )
+    return sorted(grants, key=draw_order)
+
+
+def _take(grants: list[CreditGrant], amount: Decimal) -> dict[CreditGrant, Decimal]:
+    taken: dict[CreditGrant, Decimal] = {}
+    left = amount
+    for grant in grants:
+        if left <= 0:
+            break
+        part = min(grant.remaining, left)
+        taken[grant] = part
+        left -= part
+    return taken
 
 
 @dataclass(frozen=True)
@@ -68,12 +108,12 @@ class UsageCharge:
     metadata: dict | None = None
 
 
-# One call books a whole batch for one wallet: see migration 0003 for the SQL.
+# One call books a whole batch for one wallet: wallets/sql/wallets_draw_down.sql.
 DRAW_DOWN_CALL = "SELECT * FROM wallets_draw_down(%(wallet_id)s, %(events)s::jsonb, %(actor)s, %(actor_user_id)s, %(now)s)"
 
 
 # One event: the same booking as a batch of one, with plain arguments and one answer
-# row (migration 0008, `wallets_draw_down_one`). The casts pin one function
+# row (wallets/sql/wallets_draw_down_one.sql). The casts pin one function
 # signature, so psycopg prepares it once per connection whatever Python types come in.
 DRAW_DOWN_ONE_CALL = (
     "SELECT * FROM wallets_draw_down_one(%s::bigint, %s::numeric, %s::bigint, %s::jsonb,"
@@ -165,7 +205,7 @@ def draw_down_batch(
     Returns, in order, a `DrawDown` per booked (or replayed) charge and the error
     for each refused one (`InsufficientFunds`, `IdempotencyConflict`, bad input):
     every charge stands alone, as if sent separately in that order. A batch of
-    alike charges that the grants pay in full is booked set-based (migration 0007).
+    alike charges that the grants pay in full is booked set-based (the fast path in wallets/sql/wallets_draw_down.sql).
 
     Inside a transaction the call runs in a savepoint, so that a key racing in
     from another wallet can be retried charge by charge. `savepoint=False` saves

@@ -1,5 +1,5 @@
 """Validation and idempotency helpers of the ledger services (`wallets.services`,
-`wallets.drawdown`): amounts, dimensions, idempotency keys, request fingerprints,
+`wallets.services.drawdown`): amounts, dimensions, idempotency keys, request fingerprints,
 and "book once per key". Private to the wallets app."""
 
 from __future__ import annotations
