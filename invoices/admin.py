@@ -14,7 +14,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from billing.admin_kit import ReadableDecimals, amount_text, confirm_action
+from billing.admin.kit import ReadableDecimals, amount_text, confirm_action
 from billing.models import Customer
 from invoices.errors import InvoiceError
 from invoices.models import Invoice, InvoiceLine, InvoiceSeries, Payment, PaymentAllocation
@@ -470,7 +470,7 @@ class InvoiceAdmin(ReadableDecimals, admin.ModelAdmin):
     @admin.action(description="Void selected invoices", permissions=["change"])
     def void_invoices(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         from billing.errors import UsageError
-        from billing.usage_invoices import void_usage_invoice  # the flow sits above this app
+        from billing.usage.invoicing import void_usage_invoice  # the flow sits above this app
 
         actor = Actor.user(request.user)
 

@@ -23,18 +23,16 @@ from ninja.errors import HttpError
 from ninja.pagination import paginate
 from pydantic import ConfigDict
 
-from billing.api import (
-    COMMON_ERRORS,
+from billing.api.auth import ApiKeyAuth, api_key_of
+from billing.api.customers import visible_customer
+from billing.api.responses import COMMON_ERRORS, documented
+from billing.api.schemas import (
     PAGE_SIZE_MAX,
     PRINTABLE,
     AccountNumberPath,
-    ApiKeyAuth,
     ErrorOut,
     IdCursorPagination,
     Money,
-    api_key_of,
-    documented,
-    visible_customer,
 )
 from invoices.errors import InvoiceError, InvoiceNotFound, InvoiceStateError
 from invoices.models import Invoice, Payment, PaymentAllocation

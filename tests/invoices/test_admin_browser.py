@@ -12,9 +12,9 @@ from playwright.sync_api import expect
 from invoices.models import Invoice, Payment
 from tests.factories import CustomerFactory
 from wallets.actors import Actor
-from wallets.drawdown import draw_down
 from wallets.ledger_check import find_problems
 from wallets.models import Wallet
+from wallets.services import draw_down
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
