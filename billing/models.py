@@ -921,3 +921,6 @@ class StripeEvent(models.Model):
     @property
     def data_object(self) -> dict:
         return (self.payload.get("data") or {}).get("object") or {}
+
+
+from billing.subscriptions.models import *  # noqa: E402, F401, F403 (prepaid subscriptions: Django finds the models here)
