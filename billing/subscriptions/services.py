@@ -170,7 +170,10 @@ def register_subscription(
             subscription=sub, customer_id_copy=customer.pk, old_status="",
             new_status=Status.ACTIVE, reason="Registered", actor=actor.label, changed_at=now,
         )  # fmt: skip
-    bill_subscriptions(subscription_ids=[sub.pk], actor=actor)
+    from billing.subscriptions import topup
+
+    batch = bill_subscriptions(subscription_ids=[sub.pk], actor=actor)
+    topup.check_wallets(wallet_ids=batch.wallets)
     sub.refresh_from_db()
     return sub
 

@@ -272,6 +272,11 @@ def record_outcome(*, charge_id: int, now: datetime | None = None) -> str | None
         else:
             attempt.outcome = Outcome.SUCCEEDED
             settings.declines, settings.next_attempt_at = 0, None
+            # The money lifted the funds back to the threshold: the next fall below it
+            # is a new crossing (even if no check looks before the next debit).
+            wallet = Wallet.objects.get(pk=settings.wallet_id)
+            if wallet.available_funds(now) >= settings.threshold:
+                settings.armed = True
         attempt.save(update_fields=["outcome", "reason", "finished_at"])
         settings.save()
         return attempt.outcome
