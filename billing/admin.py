@@ -632,3 +632,5 @@ class UsageEventAdmin(ReadOnlyAdmin):
             run=lambda e, _: reverse_usage(event=e, actor=actor).event.status,
             expected=(BillingError, WalletError),
         )
+
+from billing.subscriptions import admin as subscriptions_admin  # noqa: E402, F401 (prepaid subscriptions and auto top-up)

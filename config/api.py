@@ -22,6 +22,7 @@ from ninja.parser import Parser
 from billing.api import ErrorOut, api_key_of, documented
 from billing.api import router as billing_router
 from billing.models import ApiKey
+from billing.subscriptions.api import router as subscriptions_router
 from config.outage import install_api_handlers
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ def invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
 install_api_handlers(api)
 
 api.add_router("/", billing_router)
+api.add_router("/", subscriptions_router)
 
 
 def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
