@@ -633,4 +633,5 @@ class UsageEventAdmin(ReadOnlyAdmin):
             expected=(BillingError, WalletError),
         )
 
+
 from billing.subscriptions import admin as subscriptions_admin  # noqa: E402, F401 (prepaid subscriptions and auto top-up)

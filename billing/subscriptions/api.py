@@ -77,9 +77,13 @@ class ReasonIn(pydantic.BaseModel):
     )  # fmt: skip
 
 
+# Amounts as text, exact: up to 9 digits and 2 decimals ("20", "20.50").
+AMOUNT_TEXT = r"^[0-9]{1,9}(\.[0-9]{1,2})?$"
 AmountIn = Annotated[
-    Decimal,
-    pydantic.Field(ge=0, lt=Decimal("1000000000"), decimal_places=2, allow_inf_nan=False),
+    str,
+    pydantic.Field(
+        pattern=AMOUNT_TEXT, description='An amount as text, e.g. "20.00" (at most 2 decimals).'
+    ),
 ]
 
 
@@ -253,8 +257,12 @@ def put_auto_top_up(
     customer = visible_customer(request, account_number)
     wallet = wallet_services.open_wallet(customer=customer)
     try:
+        fields = body.model_dump()
+        for name in ("threshold", "amount", "target", "daily_max_amount"):
+            if fields[name] is not None:
+                fields[name] = Decimal(fields[name])  # the pattern made it a plain number
         saved = topup.configure_auto_top_up(
-            wallet=wallet, actor=Actor.api_key(api_key_of(request)), **body.model_dump()
+            wallet=wallet, actor=Actor.api_key(api_key_of(request)), **fields
         )
     except SubscriptionError as exc:
         field, _, message = str(exc).partition(": ")
