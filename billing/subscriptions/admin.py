@@ -60,7 +60,7 @@ class StatusChangeInline(ReadOnlyInline):
 class ChargeInline(ReadOnlyInline):
     model = SubscriptionCharge
     fields = readonly_fields = (
-        "period_start", "period_end", "amount", "currency", "ledger", "billed_at",
+        "period_start", "last_day", "amount", "currency", "ledger", "billed_at",
     )  # fmt: skip
     verbose_name_plural = "billing history"
 
@@ -122,7 +122,7 @@ class PrepaidSubscriptionAdmin(ReadableDecimals, admin.ModelAdmin):
     def next_billing(self, obj: PrepaidSubscription) -> str:
         return f"{obj.next_billing_date:%Y-%m-%d}" if obj.next_billing_date else "on hold"
 
-    @admin.display(description="fee of the next period")
+    @admin.display(description="next fee")
     def period_fee(self, obj: PrepaidSubscription) -> str:
         fee = services.fee_for(obj, obj.period_from(obj.next_period_start))
         return f"{amount_text(fee)} {obj.wallet.currency}"

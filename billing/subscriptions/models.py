@@ -8,13 +8,14 @@ and `billing.subscriptions.topup`, through `wallets.services`.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from billing.money import amount_text
 from billing.periods import BillingPeriod, period_containing, period_starting
 
 __all__ = [
@@ -98,8 +99,9 @@ class PrepaidSubscription(models.Model):
 
     class Hold(models.TextChoices):
         NONE = "", "—"
-        FUNDS = "funds", "Insufficient funds (reactivates when the wallet can pay)"
-        STAFF = "staff", "Deactivated by staff (reactivated by staff only)"
+        # funds: reactivated as soon as the wallet can pay; staff: only staff reactivate
+        FUNDS = "funds", "Insufficient funds"
+        STAFF = "staff", "By staff"
 
     customer = models.ForeignKey(
         "billing.Customer", on_delete=models.PROTECT, related_name="subscriptions"
@@ -219,8 +221,14 @@ class SubscriptionCharge(models.Model):
 
     def __str__(self) -> str:
         return (
-            f"{self.subscription.name} {self.period_start:%Y-%m-%d}: {self.amount} {self.currency}"
+            f"{self.period_start:%Y-%m-%d} – {self.last_day:%Y-%m-%d}: "
+            f"{amount_text(self.amount)} {self.currency}"
         )
+
+    @property
+    def last_day(self) -> date:
+        """The period's last day (`period_end` is the first day of the next one)."""
+        return self.period_end - timedelta(days=1)
 
 
 class AutoTopUp(models.Model):

@@ -63,7 +63,8 @@ def test_staff_register_deactivate_with_reason_and_see_history(
     shot(page, artifacts_dir, "admin-subscription-deactivate-confirm")
     page.click("input[type=submit]")
     expect(page.locator(".messagelist")).to_contain_text("Deactivate: 1 deactivated")
-    page.click("text=Deactivated")  # the status filter
+    page.click("#changelist-filter a:text-is('Deactivated')")  # the status filter
+    page.wait_for_url("**/prepaidsubscription/?status__exact=deactivated")
     expect(page.locator("#result_list")).to_contain_text("TV at home")
     shot(page, artifacts_dir, "admin-subscriptions-deactivated")
     sub = PrepaidSubscription.objects.get()
@@ -104,11 +105,11 @@ def test_customer_sees_subscriptions_and_sets_auto_top_up(
     page.fill("#id_threshold", "15")
     page.fill("#id_amount", "0.10")
     page.fill("#id_daily_max_amount", "100")
-    page.click("text=Save")
+    page.click("#auto-top-up button[type=submit]")
     expect(page.locator("#auto-top-up")).to_contain_text("at least 0.50")
     shot(page, artifacts_dir, "portal-subscriptions-error")
     page.fill("#id_amount", "25")
-    page.click("text=Save")
+    page.click("#auto-top-up button[type=submit]")
     expect(page.locator(".messages")).to_contain_text("automatic top-up settings are saved")
     shot(page, artifacts_dir, "portal-subscriptions")
     saved = AutoTopUp.objects.get(customer=alice)
