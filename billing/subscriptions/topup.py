@@ -63,20 +63,16 @@ def backoff(declines: int) -> timedelta:
 # --- settings ---------------------------------------------------------------------
 
 
-def configure_auto_top_up(
+def settings_problems(
     *,
-    wallet: Wallet,
     threshold: Decimal,
     amount: Decimal,
+    target: Decimal | None,
     daily_max_amount: Decimal,
-    actor: Actor,
-    enabled: bool = True,
-    target: Decimal | None = None,
-    daily_max_count: int = 3,
-    max_declines: int = 3,
-) -> AutoTopUp:
-    """Create or change the wallet's automatic top-up (admin, portal, API). Saving the
-    settings also lifts a pause after declines (the customer acted on them)."""
+    daily_max_count: int,
+    max_declines: int,
+) -> list[str]:
+    """What is wrong with these settings, each "field: what to do" (empty: nothing)."""
     problems = []
     for field, value in (("threshold", threshold), ("amount", amount),
                          ("daily_max_amount", daily_max_amount), ("target", target)):  # fmt: skip
@@ -99,6 +95,27 @@ def configure_auto_top_up(
         problems.append("daily_max_count: between 1 and 50.")
     if not isinstance(max_declines, int) or not 1 <= max_declines <= 10:
         problems.append("max_declines: between 1 and 10.")
+    return problems
+
+
+def configure_auto_top_up(
+    *,
+    wallet: Wallet,
+    threshold: Decimal,
+    amount: Decimal,
+    daily_max_amount: Decimal,
+    actor: Actor,
+    enabled: bool = True,
+    target: Decimal | None = None,
+    daily_max_count: int = 3,
+    max_declines: int = 3,
+) -> AutoTopUp:
+    """Create or change the wallet's automatic top-up (admin, portal, API). Saving the
+    settings also lifts a pause after declines (the customer acted on them)."""
+    problems = settings_problems(
+        threshold=threshold, amount=amount, target=target, daily_max_amount=daily_max_amount,
+        daily_max_count=daily_max_count, max_declines=max_declines,
+    )  # fmt: skip
     if problems:
         raise SubscriptionError(" ".join(problems))
     with transaction.atomic(durable=True):
