@@ -201,3 +201,19 @@ def test_registration_refuses_services_without_a_rate_in_the_currency(alice, ser
     with pytest.raises(SubscriptionError, match="services: choose at least one"):
         services.register_subscription(customer=alice, name="R", services=[], actor=STAFF)
     assert not PrepaidSubscription.objects.exists()
+
+
+def test_a_refill_card_credit_reactivates_like_any_other_credit(
+    alice, service, eager_celery, django_capture_on_commit_callbacks
+):
+    """Refill-card redemption books a `refill_card` grant through wallets.services
+    (refillcards.services.redeem_card on its branch): the same after-credit path."""
+    tv = service("TV basic", per_period="30")
+    with time_machine.travel(at(2026, 1, 1), tick=False):
+        sub = services.register_subscription(customer=alice, name="TV", services=[tv], actor=STAFF)
+    with time_machine.travel(at(2026, 1, 5), tick=False):
+        with django_capture_on_commit_callbacks(execute=True):
+            pay(alice, "30", "voucher-1", kind="refill_card")
+    sub.refresh_from_db()
+    assert sub.status == "active" and funds(alice) == D("0")
+    assert find_problems() == []
