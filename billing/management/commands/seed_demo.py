@@ -56,8 +56,14 @@ DEMO_WARNINGS = {
 class Command(BaseCommand):
     help = "Load demo data (idempotent): partners, customer classes, customers, logins."
 
-    @transaction.atomic
     def handle(self, *args, **options) -> None:
+        with transaction.atomic():
+            created = self.reference_data_and_history()
+        # subscriptions are registered through their service, which commits on its own
+        self.subscriptions()
+        self.stdout.write(f"demo data ready ({created} customers created)")
+
+    def reference_data_and_history(self) -> int:
         users = get_user_model()
         admin_name, admin_password = DEMO_ADMIN
         if not users.objects.filter(username=admin_name).exists():
@@ -109,8 +115,7 @@ class Command(BaseCommand):
                 PortalUser.objects.create(user=user, customer=customer)
         self.catalogue()
         self.history()
-        self.subscriptions()
-        self.stdout.write(f"demo data ready ({created} customers created)")
+        return created
 
     def catalogue(self) -> None:
         """Product items with prices in both demo currencies (one cheaper for
