@@ -11,9 +11,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
 from billing.models import StripePaymentMethod
+from billing.models.subscriptions import MAX_MONEY, AutoTopUp, SubscriptionCharge
 from billing.subscriptions import services, topup
 from billing.subscriptions.errors import SubscriptionError
-from billing.subscriptions.models import MAX_MONEY, AutoTopUp, SubscriptionCharge
 from portal.views import customer_required
 from wallets import services as wallet_services
 from wallets.actors import Actor

@@ -32,7 +32,7 @@ def _enqueue(wallet_id: int) -> None:
 def after_ledger_transaction(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
     if not created or instance.kind not in CREDIT_KINDS or instance.wallet_id is None:
         return
-    from billing.subscriptions.models import PrepaidSubscription
+    from billing.models.subscriptions import PrepaidSubscription
 
     # (A transfer is booked on the sender's wallet; the receiver's subscriptions are
     # reactivated by the job.)

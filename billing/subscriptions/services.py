@@ -35,10 +35,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from billing.models import Customer
-from billing.money import amount_text
-from billing.periods import BillingPeriod
-from billing.subscriptions.errors import SubscriptionError
-from billing.subscriptions.models import (
+from billing.models.subscriptions import (
     AutoTopUpAttempt,
     PrepaidSubscription,
     Service,
@@ -46,6 +43,9 @@ from billing.subscriptions.models import (
     SubscriptionCharge,
     SubscriptionStatusChange,
 )
+from billing.money import amount_text
+from billing.periods import BillingPeriod
+from billing.subscriptions.errors import SubscriptionError
 from wallets import errors as wallet_errors
 from wallets import services as wallet_services
 from wallets.actors import Actor

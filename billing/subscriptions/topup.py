@@ -35,13 +35,13 @@ from django.db import transaction
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from billing import stripe_services
 from billing.errors import BillingError
 from billing.models import StripeCharge, StripePaymentMethod
+from billing.models.subscriptions import MAX_MONEY, AutoTopUp, AutoTopUpAttempt
 from billing.money import amount_text
-from billing.stripe_gateway import stripe_enabled
+from billing.stripe import services as stripe_services
+from billing.stripe.gateway import stripe_enabled
 from billing.subscriptions.errors import SubscriptionError
-from billing.subscriptions.models import MAX_MONEY, AutoTopUp, AutoTopUpAttempt
 from wallets import services as wallet_services
 from wallets.actors import Actor
 from wallets.models import Wallet

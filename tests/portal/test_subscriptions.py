@@ -8,8 +8,8 @@ import pytest
 import time_machine
 from django.test import Client
 
+from billing.models.subscriptions import AutoTopUp, Service, ServiceRate
 from billing.subscriptions import services
-from billing.subscriptions.models import AutoTopUp, Service, ServiceRate
 from wallets import services as wallet_services
 from wallets.actors import Actor
 

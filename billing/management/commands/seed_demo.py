@@ -191,9 +191,9 @@ class Command(BaseCommand):
     def subscriptions(self) -> None:
         """Two services, Alice's TV subscription (paid) and Bob's line (his wallet cannot
         pay it: deactivated, on hold for funds), and Alice's automatic top-up."""
+        from billing.models.subscriptions import PrepaidSubscription, Service, ServiceRate
         from billing.subscriptions import services as subscription_services
         from billing.subscriptions import topup
-        from billing.subscriptions.models import PrepaidSubscription, Service, ServiceRate
 
         tv, _ = Service.objects.get_or_create(code="tv-basic", defaults={"name": "TV basic"})
         line, _ = Service.objects.get_or_create(code="phone-line", defaults={"name": "Phone line"})

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.subscriptions.models import Service, ServiceRate
+from billing.models.subscriptions import Service, ServiceRate
 from wallets.actors import Actor
 
 STAFF = Actor.system("tests")

@@ -9,8 +9,8 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.test import Client
 
+from billing.models.subscriptions import AutoTopUp, PrepaidSubscription
 from billing.subscriptions import services
-from billing.subscriptions.models import AutoTopUp, PrepaidSubscription
 from tests.billing.subscriptions.conftest import STAFF
 from tests.factories import UserFactory
 from wallets import services as wallet_services

@@ -9,8 +9,8 @@ import pytest
 import time_machine
 
 from billing.models import ApiKey, Partner
+from billing.models.subscriptions import AutoTopUp, PrepaidSubscription
 from billing.subscriptions import services
-from billing.subscriptions.models import AutoTopUp, PrepaidSubscription
 from tests.billing.subscriptions.conftest import STAFF
 from wallets import services as wallet_services
 from wallets.ledger_check import find_problems

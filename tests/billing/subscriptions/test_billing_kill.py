@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from billing.models.subscriptions import PrepaidSubscription, SubscriptionCharge
 from billing.periods import add_months
 from billing.subscriptions import services
-from billing.subscriptions.models import PrepaidSubscription, SubscriptionCharge
 from tests.billing.subscriptions.conftest import STAFF
 from tests.celery_processes import Processes, subprocess_env, wait_for
 from tests.factories import CustomerFactory

@@ -9,7 +9,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
-from billing.subscriptions.models import AutoTopUp, PrepaidSubscription, Service, ServiceRate
+from billing.models.subscriptions import AutoTopUp, PrepaidSubscription, Service, ServiceRate
 from wallets import services as wallet_services
 from wallets.actors import Actor
 from wallets.ledger_check import find_problems

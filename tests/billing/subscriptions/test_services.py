@@ -7,9 +7,9 @@ from decimal import Decimal
 import pytest
 import time_machine
 
+from billing.models.subscriptions import PrepaidSubscription, SubscriptionCharge
 from billing.subscriptions import services, tasks
 from billing.subscriptions.errors import SubscriptionError
-from billing.subscriptions.models import PrepaidSubscription, SubscriptionCharge
 from jobs.models import JobRun
 from tests.billing.subscriptions.conftest import STAFF
 from wallets import services as wallet_services

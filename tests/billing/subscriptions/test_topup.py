@@ -10,11 +10,11 @@ import pytest
 import time_machine
 from django.db import connections
 
-from billing import stripe_services
 from billing.models import StripeCharge
+from billing.models.subscriptions import AutoTopUp, AutoTopUpAttempt
+from billing.stripe import services as stripe_services
 from billing.subscriptions import services, topup
 from billing.subscriptions.errors import SubscriptionError
-from billing.subscriptions.models import AutoTopUp, AutoTopUpAttempt
 from tests.billing.stripe_fakes import intent_payload, post_event, stripe_event
 from tests.billing.subscriptions.conftest import STAFF
 from wallets import services as wallet_services
