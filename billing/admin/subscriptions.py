@@ -281,6 +281,9 @@ class AutoTopUpAdmin(ReadableDecimals, admin.ModelAdmin):
         # durable one (the only write here), so the view runs without the wrapper.
         return self._changeform_view(request, object_id, form_url, extra_context)  # type: ignore[attr-defined]
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # switch it off instead: the attempts are its history
+
     def get_inlines(self, request: HttpRequest, obj: Any = None) -> Any:
         return [AttemptInline] if obj is not None else []
 
