@@ -68,3 +68,6 @@ def close_billing_periods(batch_size: int | None = None) -> dict[str, int | str]
         batch_size=batch_size,
     )
     return summary(run)
+
+
+from billing.subscriptions import tasks as subscription_tasks  # noqa: E402, F401 (Celery finds the subscription tasks)

@@ -104,6 +104,31 @@ JOBS: tuple[Job, ...] = (
         batch_size=200,
     ),
     Job(
+        name="bill_subscriptions",
+        task="billing.subscriptions.tasks.bill_subscriptions",
+        every=timedelta(hours=1),
+        title="Bill prepaid subscriptions",
+        description=(
+            "Debits each active prepaid subscription's upcoming period from its wallet (one "
+            "debit per subscription and period, key subscription:<id>:<period start>), "
+            "catching up missed periods in order; deactivates those whose wallet cannot pay "
+            "and reactivates (and bills) those on hold whose wallet now can."
+        ),
+        batch_size=100,
+    ),
+    Job(
+        name="auto_top_up",
+        task="billing.subscriptions.tasks.auto_top_up",
+        every=timedelta(minutes=5),
+        title="Automatic top-up of wallets below their threshold",
+        description=(
+            "Charges the saved card of each wallet whose available funds fell below its "
+            "automatic top-up threshold: one charge per crossing, none while one is in "
+            "flight, daily caps, back-off after declines (1 h, 6 h, 24 h), pause after N."
+        ),
+        batch_size=100,
+    ),
+    Job(
         name="prune_job_runs",
         task="jobs.tasks.prune_job_runs",
         every=timedelta(days=1),

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from portal import topup_views, views
+from portal import subscriptions, topup_views, views
 
 app_name = "portal"
 
@@ -26,4 +26,5 @@ urlpatterns = [
         topup_views.payment_receipt,
         name="payment_receipt",
     ),
+    path("subscriptions/", subscriptions.subscriptions, name="subscriptions"),
 ]

@@ -1,4 +1,11 @@
 """The billing admin, one module per concept. Admin modules are the top layer: they
 call any service. `kit` holds the helpers every app's admin uses."""
 
-from billing.admin import api_keys, catalogue, customers, stripe, usage  # noqa: F401  (register)
+from billing.admin import (  # noqa: F401  (register)
+    api_keys,
+    catalogue,
+    customers,
+    stripe,
+    subscriptions,  # noqa: E402, F401  (register)
+    usage,
+)

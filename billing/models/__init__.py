@@ -34,9 +34,25 @@ from billing.models.stripe import (
     StripePaymentMethod,
     stripe_id_of,
 )
+from billing.models.subscriptions import (
+    AutoTopUp,
+    AutoTopUpAttempt,
+    PrepaidSubscription,
+    Service,
+    ServiceRate,
+    SubscriptionCharge,
+    SubscriptionStatusChange,
+)
 from billing.models.usage import UsageEvent
 
 __all__ = [
+    "AutoTopUp",
+    "AutoTopUpAttempt",
+    "PrepaidSubscription",
+    "Service",
+    "ServiceRate",
+    "SubscriptionCharge",
+    "SubscriptionStatusChange",
     "ACCOUNT_NUMBER_SEQUENCE",
     "API_KEY_PREFIX",
     "MAX_DIMENSIONS",

@@ -56,8 +56,14 @@ DEMO_WARNINGS = {
 class Command(BaseCommand):
     help = "Load demo data (idempotent): partners, customer classes, customers, logins."
 
-    @transaction.atomic
     def handle(self, *args, **options) -> None:
+        with transaction.atomic():
+            created = self.reference_data_and_history()
+        # subscriptions are registered through their service, which commits on its own
+        self.subscriptions()
+        self.stdout.write(f"demo data ready ({created} customers created)")
+
+    def reference_data_and_history(self) -> int:
         users = get_user_model()
         admin_name, admin_password = DEMO_ADMIN
         if not users.objects.filter(username=admin_name).exists():
@@ -109,7 +115,7 @@ class Command(BaseCommand):
                 PortalUser.objects.create(user=user, customer=customer)
         self.catalogue()
         self.history()
-        self.stdout.write(f"demo data ready ({created} customers created)")
+        return created
 
     def catalogue(self) -> None:
         """Product items with prices in both demo currencies (one cheaper for
@@ -181,3 +187,37 @@ class Command(BaseCommand):
             use(charlie, f"charlie-use-{day}", "63.40", day)
         dana = Customer.objects.get(name="Dana API Studio")
         grant(dana, "dana-1", "50.00", name="Q4 bundle (bank transfer)", pending=True)
+
+    def subscriptions(self) -> None:
+        """Two services, Alice's TV subscription (paid) and Bob's line (his wallet cannot
+        pay it: deactivated, on hold for funds), and Alice's automatic top-up."""
+        from billing.models.subscriptions import PrepaidSubscription, Service, ServiceRate
+        from billing.subscriptions import services as subscription_services
+        from billing.subscriptions import topup
+
+        tv, _ = Service.objects.get_or_create(code="tv-basic", defaults={"name": "TV basic"})
+        line, _ = Service.objects.get_or_create(code="phone-line", defaults={"name": "Phone line"})
+        for service, currency, per_period, per_day in (
+            (tv, "USD", "30.00", "0"), (tv, "EUR", "28.00", "0"),
+            (line, "USD", "5.00", "0.50"), (line, "EUR", "5.00", "0.45"),
+        ):  # fmt: skip
+            ServiceRate.objects.get_or_create(
+                service=service, currency=currency,
+                defaults={"per_period": Decimal(per_period), "per_day": Decimal(per_day)},
+            )  # fmt: skip
+        actor = Actor.system("seed_demo")
+        for name, title, chosen in (
+            ("Alice Telecom Ltd", "Home TV", [tv]),
+            ("Bob's Bakery", "Shop phone line", [line]),
+        ):
+            customer = Customer.objects.get(name=name)
+            if not PrepaidSubscription.objects.filter(customer=customer, name=title).exists():
+                subscription_services.register_subscription(
+                    customer=customer, name=title, services=chosen, actor=actor
+                )
+        alice = Customer.objects.get(name="Alice Telecom Ltd")
+        if not alice.auto_top_ups.exists():
+            topup.configure_auto_top_up(
+                wallet=services.open_wallet(customer=alice), threshold=Decimal("20"),
+                amount=Decimal("50"), daily_max_amount=Decimal("150"), actor=actor,
+            )  # fmt: skip
