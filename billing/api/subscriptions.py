@@ -154,7 +154,11 @@ def list_subscriptions(request: HttpRequest, account_number: AccountNumberPath) 
     """Every prepaid subscription of the customer, newest first, with its status, why
     it is on hold, its next billing date and fee, and its recent status history."""
     customer = visible_customer(request, account_number)
-    subs = customer.subscriptions.select_related("customer", "wallet").order_by("-id")[:200]
+    subs = (
+        PrepaidSubscription.objects.filter(customer=customer)
+        .select_related("customer", "wallet")
+        .order_by("-id")[:200]
+    )
     return Status(200, [subscription_out(s) for s in subs])
 
 

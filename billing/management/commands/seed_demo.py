@@ -191,7 +191,12 @@ class Command(BaseCommand):
     def subscriptions(self) -> None:
         """Two services, Alice's TV subscription (paid) and Bob's line (his wallet cannot
         pay it: deactivated, on hold for funds), and Alice's automatic top-up."""
-        from billing.models.subscriptions import PrepaidSubscription, Service, ServiceRate
+        from billing.models.subscriptions import (
+            AutoTopUp,
+            PrepaidSubscription,
+            Service,
+            ServiceRate,
+        )
         from billing.subscriptions import services as subscription_services
         from billing.subscriptions import topup
 
@@ -216,7 +221,7 @@ class Command(BaseCommand):
                     customer=customer, name=title, services=chosen, actor=actor
                 )
         alice = Customer.objects.get(name="Alice Telecom Ltd")
-        if not alice.auto_top_ups.exists():
+        if not AutoTopUp.objects.filter(customer=alice).exists():
             topup.configure_auto_top_up(
                 wallet=services.open_wallet(customer=alice), threshold=Decimal("20"),
                 amount=Decimal("50"), daily_max_amount=Decimal("150"), actor=actor,
