@@ -1525,3 +1525,15 @@ def _expiry_partition_batches(
             return
         yield batch
         cursor = batch.cursor
+
+
+from wallets.limits import (  # noqa: E402, F401 (re-export: credit limits, wallets/limits.py)
+    change_permanent_limit,
+    end_temporary_increase,
+    grant_temporary_increase,
+    limit_state,
+    maximum_increase,
+    open_wallet_with_limit,
+    record_class_maximum_change,
+    revert_lapsed_increases,
+)
