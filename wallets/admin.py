@@ -695,3 +695,8 @@ class NotificationAdmin(ReadOnlyAdmin):
 
     def has_retry_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("wallets.change_notification")
+
+
+from wallets import admin_limits  # noqa: E402 (Balance & Credits, limit history)
+
+admin_limits.register(admin.site)
