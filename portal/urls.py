@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from portal import views
+from portal import balance_views, views
 
 app_name = "portal"
 
@@ -19,4 +19,6 @@ urlpatterns = [
     path("alerts/", views.alerts, name="alerts"),
     path("documents/", views.documents, name="documents"),
     path("documents/<int:pk>/pdf/", views.document_pdf, name="document_pdf"),
+    path("credit-limit/", balance_views.credit_limit, name="credit_limit"),
+    path("transfer/", balance_views.transfer, name="transfer"),
 ]

@@ -17,7 +17,7 @@ from billing.models import Customer, PortalUser
 from invoices.models import Invoice
 from invoices.pdf import render_invoice_pdf
 from wallets import services
-from wallets.models import LedgerTransaction, Notification
+from wallets.models import Notification
 
 
 def customer_required(view):
@@ -54,8 +54,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @customer_required
 def transactions(request: HttpRequest) -> HttpResponse:
     customer = request.customer  # type: ignore[attr-defined]
-    rows = LedgerTransaction.objects.filter(wallet__customer=customer).order_by("-id")
+    from portal.balance_views import customer_transactions, show_received
+
+    rows = customer_transactions(customer).select_related("wallet").order_by("-id")
     page = Paginator(rows, 50).get_page(request.GET.get("page"))
+    show_received(page, customer)
     return render(request, "portal/transactions.html", {"customer": customer, "page": page})
 
 
