@@ -167,7 +167,7 @@ class CustomerAdmin(admin.ModelAdmin):
             if title == "Balance"
             else (title, options)
             for title, options in self.fieldsets
-            if title != "Wallets"
+            if title != "Balance & Credits"
         ]
 
     def save_model(self, request: HttpRequest, obj: Customer, form: Any, change: bool) -> None:
