@@ -33,7 +33,7 @@ from billing.thresholds import format_amounts, format_percents
 from wallets import errors, limits, services
 from wallets.actors import Actor
 from wallets.limit_models import CreditLimitSettings
-from wallets.models import CreditLimitChange, Wallet
+from wallets.models import CreditLimitChange, LedgerTransaction, Wallet
 
 PERMISSION = "wallets.change_wallet"
 HISTORY_ROWS = 5
@@ -228,6 +228,10 @@ class Action:
     def hint(self, wallet: Wallet) -> str:
         return ""
 
+    def applied(self, key: str) -> bool:
+        """Whether this key already did its work (a double-click, a resubmit)."""
+        return CreditLimitChange.objects.filter(idempotency_key=key).exists()
+
 
 class PermanentAction(Action):
     title = "Change the permanent credit limit"
@@ -350,6 +354,9 @@ class TransferAction(Action):
             *([f"Memo: {data['memo']}"] if data.get("memo") else []),
         ]
 
+    def applied(self, key: str) -> bool:
+        return LedgerTransaction.objects.filter(idempotency_key=key).exists()
+
     def apply(self, wallet: Wallet, data: dict[str, Any], actor: Actor, key: str) -> str:
         receiver: Customer = data["receiver"]
         target = Wallet.objects.filter(customer=receiver, currency=wallet.currency).first()
@@ -395,6 +402,9 @@ def action_view(request: HttpRequest, wallet_id: int, name: str) -> HttpResponse
             data = form.cleaned_data
             if request.POST.get("confirmed") == "yes":
                 key = f"admin:{name}:{wallet.pk}:{data['token']}"
+                if action.applied(key):
+                    messages.info(request, "This was already done (the form was sent twice).")
+                    return HttpResponseRedirect(back)
                 try:
                     outcome = action.apply(wallet, data, Actor.user(request.user), key)
                 except errors.WalletError as exc:
