@@ -89,7 +89,8 @@ def alerts(request: HttpRequest) -> HttpResponse:
         messages.success(request, "Your balance warnings are saved.")
         return redirect("portal:alerts")
     sent = Notification.objects.filter(
-        customer=customer, kind__in=["low_funds", "credit_limit"]
+        customer=customer,
+        kind__in=["low_funds", "credit_limit", "low_funds_recovered", "credit_limit_recovered"],
     ).order_by("-created_at", "-id")[:20]
     has_limit = any(w.effective_credit_limit() > 0 for w in customer.wallets.all())
     return render(
