@@ -21,7 +21,7 @@ from ninja.parser import Parser
 
 from billing.api import ErrorOut, api_key_of, documented
 from billing.api import router as billing_router
-from billing.api_limits import router as limits_router
+from billing.api.limits import router as limits_router
 from billing.models import ApiKey
 from config.outage import install_api_handlers
 
@@ -153,7 +153,7 @@ def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse
 @api.exception_handler(ValidationError)
 def invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     """422 with one entry per field, as ninja answers; but a key this process
-    remembered (billing.api.ApiKeyAuth) is checked first: a revoked key gets its
+    remembered (billing.api.auth.ApiKeyAuth) is checked first: a revoked key gets its
     401, whatever it sent."""
     key = getattr(request, "auth", None)
     if isinstance(key, ApiKey) and not key.checked:

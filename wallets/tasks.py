@@ -57,7 +57,7 @@ def settle_debts(batch_size: int | None = None) -> dict[str, int | str]:
 
 @shared_task
 def revert_temporary_limits(batch_size: int | None = None) -> dict[str, int | str]:
-    from wallets import limits
+    from wallets.services import credit_limits as limits
 
     run = run_job(
         "revert_temporary_limits",

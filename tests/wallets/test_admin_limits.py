@@ -1,4 +1,4 @@
-"""The Balance & Credits panel's actions (wallets/admin_limits.py) without a browser:
+"""The Balance & Credits panel's actions (wallets/admin/limits.py) without a browser:
 permission, confirmation, one change per form token, hostile input, forged ids,
 prepaid customers, the class maximum in the history, the settings page."""
 
@@ -15,8 +15,7 @@ from billing.models import Customer
 from tests.factories import CustomerClassFactory, CustomerFactory
 from tests.wallets.conftest import STAFF
 from wallets import services
-from wallets.limit_models import CreditLimitSettings
-from wallets.models import CreditLimitChange, LedgerTransaction
+from wallets.models import CreditLimitChange, CreditLimitSettings, LedgerTransaction
 
 pytestmark = pytest.mark.django_db
 D = Decimal

@@ -1,4 +1,4 @@
-"""Credit limits (wallets/limits.py): the permanent limit with its history, temporary
+"""Credit limits (wallets/services/credit_limits.py): the permanent limit with its history, temporary
 increases bounded by the maximum possible increase, and their reversion exactly at
 Valid Until (read time) recorded by the revert_temporary_limits job."""
 
@@ -13,9 +13,9 @@ from billing.models import Customer
 from tests.factories import CustomerClassFactory, CustomerFactory
 from tests.wallets.conftest import STAFF
 from tests.wallets.test_concurrency import run_parallel
-from wallets import errors, limits, services, tasks
-from wallets.limit_models import CreditLimitSettings
-from wallets.models import CreditLimitChange, Notification, Wallet
+from wallets import errors, services, tasks
+from wallets.models import CreditLimitChange, CreditLimitSettings, Notification, Wallet
+from wallets.services import credit_limits as limits
 
 D = Decimal
 pytestmark = pytest.mark.django_db
