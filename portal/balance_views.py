@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import Any
 
 from django import forms
 from django.contrib import messages
-from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -19,28 +17,7 @@ from billing.money import amount_text
 from portal.views import customer_required
 from wallets import errors, services
 from wallets.actors import Actor
-from wallets.models import CreditLimitChange, LedgerTransaction, Wallet
-
-
-def customer_transactions(customer: Customer) -> QuerySet[LedgerTransaction]:
-    """The customer's own transactions, and the transfers other customers sent it
-    (a transfer is booked on the sender's wallet; the receiver sees it too)."""
-    own = list(customer.wallets.values_list("pk", flat=True))
-    return LedgerTransaction.objects.filter(
-        Q(wallet_id__in=own)
-        | Q(kind=LedgerTransaction.Kind.TRANSFER, metadata__target_wallet__in=own)
-    )
-
-
-def show_received(rows: Any, customer: Customer) -> None:
-    """A received transfer reads from the receiver's side: who sent it, and the
-    receiver's balance and debt after it."""
-    for tx in rows:
-        tx.received = tx.wallet.customer_id != customer.pk
-        if tx.received:
-            tx.memo = f"Received from {tx.wallet.customer.account_number}"
-            tx.balance_after = Decimal(tx.metadata.get("target_balance_after", "0"))
-            tx.debt_after = Decimal(tx.metadata.get("target_debt_after", "0"))
+from wallets.models import CreditLimitChange, Wallet
 
 
 @customer_required

@@ -16,6 +16,7 @@ from django.utils import timezone
 from billing.models import Customer, PortalUser
 from invoices.models import Invoice
 from invoices.pdf import render_invoice_pdf
+from portal.statement import customer_transactions, show_received
 from wallets import services
 from wallets.models import Notification
 
@@ -54,8 +55,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @customer_required
 def transactions(request: HttpRequest) -> HttpResponse:
     customer = request.customer  # type: ignore[attr-defined]
-    from portal.balance_views import customer_transactions, show_received
-
     rows = customer_transactions(customer).select_related("wallet").order_by("-id")
     page = Paginator(rows, 50).get_page(request.GET.get("page"))
     show_received(page, customer)
