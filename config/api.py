@@ -21,6 +21,7 @@ from ninja.parser import Parser
 
 from billing.api import ErrorOut, api_key_of, documented
 from billing.api import router as billing_router
+from billing.api.limits import router as limits_router
 from billing.api.subscriptions import router as subscriptions_router
 from billing.models import ApiKey
 from config.outage import install_api_handlers
@@ -171,6 +172,7 @@ install_api_handlers(api)
 api.add_router("/", billing_router)
 api.add_router("/", invoices_router)
 api.add_router("/", subscriptions_router)
+api.add_router("/", limits_router)  # credit limits and transfers (issue 15)
 
 
 def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:

@@ -11,6 +11,8 @@ admin.site.index_title = "Operations"
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="portal:dashboard", permanent=False)),
+    # Balance & Credits actions (wallets.admin.limits), inside the admin's login
+    path("admin/balance/", include("wallets.admin.limits", namespace="balance")),
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
     *not_found_urls,  # any other /api/ URL: a JSON 404

@@ -70,6 +70,19 @@ JOBS: tuple[Job, ...] = (
         batch_size=100,
     ),
     Job(
+        name="revert_temporary_limits",
+        task="wallets.tasks.revert_temporary_limits",
+        every=timedelta(minutes=1),
+        title="Revert temporary credit-limit increases at Valid Until",
+        description=(
+            "The effective limit already drops at Valid Until (read time); this records "
+            "each lapsed increase in the credit limit history at its Valid Until, queues "
+            "the warnings the lapse crossed and tells the customer (key "
+            "revert:<wallet>:<valid until>: once per increase)."
+        ),
+        batch_size=200,
+    ),
+    Job(
         name="send_notifications",
         task="wallets.tasks.send_notifications",
         every=timedelta(minutes=1),

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from portal import subscriptions, topup_views, views
+from portal import balance_views, subscriptions, topup_views, views
 
 app_name = "portal"
 
@@ -27,4 +27,6 @@ urlpatterns = [
         name="payment_receipt",
     ),
     path("subscriptions/", subscriptions.subscriptions, name="subscriptions"),
+    path("credit-limit/", balance_views.credit_limit, name="credit_limit"),
+    path("transfer/", balance_views.transfer, name="transfer"),
 ]

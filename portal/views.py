@@ -16,8 +16,9 @@ from django.utils import timezone
 from billing.models import Customer, PortalUser
 from invoices.models import Invoice
 from invoices.pdf import render_invoice_pdf
+from portal.statement import customer_transactions, show_received
 from wallets import services
-from wallets.models import LedgerTransaction, Notification
+from wallets.models import Notification
 
 
 def customer_required(view):
@@ -54,8 +55,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @customer_required
 def transactions(request: HttpRequest) -> HttpResponse:
     customer = request.customer  # type: ignore[attr-defined]
-    rows = LedgerTransaction.objects.filter(wallet__customer=customer).order_by("-id")
+    rows = customer_transactions(customer).select_related("wallet").order_by("-id")
     page = Paginator(rows, 50).get_page(request.GET.get("page"))
+    show_received(page, customer)
     return render(request, "portal/transactions.html", {"customer": customer, "page": page})
 
 
@@ -86,7 +88,8 @@ def alerts(request: HttpRequest) -> HttpResponse:
         messages.success(request, "Your balance warnings are saved.")
         return redirect("portal:alerts")
     sent = Notification.objects.filter(
-        customer=customer, kind__in=["low_funds", "credit_limit"]
+        customer=customer,
+        kind__in=["low_funds", "credit_limit", "low_funds_recovered", "credit_limit_recovered"],
     ).order_by("-created_at", "-id")[:20]
     has_limit = any(w.effective_credit_limit() > 0 for w in customer.wallets.all())
     return render(

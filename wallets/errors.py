@@ -64,3 +64,14 @@ class InsufficientFunds(WalletError):
         super().__init__(message)
         self.needed = needed
         self.available = available
+
+
+class LimitRefused(WalletError):
+    """A credit-limit change the rules do not allow (above the maximum possible
+    increase, a prepaid customer, Valid Until in the past...). Nothing was changed."""
+
+    status_code = 400
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field

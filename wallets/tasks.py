@@ -53,3 +53,15 @@ def settle_debts(batch_size: int | None = None) -> dict[str, int | str]:
         batch_size=batch_size,
     )
     return summary(run)
+
+
+@shared_task
+def revert_temporary_limits(batch_size: int | None = None) -> dict[str, int | str]:
+    from wallets.services import credit_limits as limits
+
+    run = run_job(
+        "revert_temporary_limits",
+        lambda size: limits.revert_lapsed_increase_batches(batch_size=size),
+        batch_size=batch_size,
+    )
+    return summary(run)

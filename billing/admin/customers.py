@@ -19,7 +19,15 @@ from billing.models import (
 )
 from billing.stripe import services as stripe_services
 from billing.stripe.gateway import stripe_enabled
-from wallets.services import copy_class_warning_thresholds, copy_warning_thresholds
+from wallets.actors import Actor
+from wallets.admin.limits import CustomerForm, balance_and_credits_panel, open_new_customer_wallet
+from wallets.services import (
+    copy_class_warning_thresholds,
+    copy_warning_thresholds,
+    record_class_maximum_change,
+)
+
+LIMIT_MAXIMUM_FIELDS = {"max_temporary_increase_amount", "max_temporary_increase_days"}
 
 
 @admin.register(Partner)
@@ -60,6 +68,12 @@ class CustomerClassAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if change and WARNING_FIELDS & set(form.changed_data):
             copy_class_warning_thresholds(obj)
+        if change and LIMIT_MAXIMUM_FIELDS & set(form.changed_data):
+            record_class_maximum_change(
+                klass=obj, old_amount=form.initial.get("max_temporary_increase_amount"),
+                old_days=form.initial.get("max_temporary_increase_days"),
+                actor=Actor.user(request.user),
+            )  # fmt: skip
 
 
 class PortalUserInline(admin.TabularInline):
@@ -89,6 +103,8 @@ class StripePaymentMethodInline(admin.TabularInline):
 
 @admin.register(Customer)
 class CustomerAdmin(admin.ModelAdmin):
+    # The add form also asks for the permanent credit limit (wallets.admin.limits).
+    form = CustomerForm
     list_display = [
         "account_number",
         "name",
@@ -116,7 +132,7 @@ class CustomerAdmin(admin.ModelAdmin):
             "Balance",
             {"fields": ["balance_model", "currency", "billing_anchor_day", "transfer_policy"]},
         ),
-        ("Wallets", {"fields": ["balances"]}),
+        ("Balance & Credits", {"fields": ["balances"]}),
         (
             "Balance warnings",
             {
@@ -129,13 +145,31 @@ class CustomerAdmin(admin.ModelAdmin):
         ("Record", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
 
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None:
+            return self.fieldsets
+        balance = ["balance_model", "currency", "billing_anchor_day", "transfer_policy"]
+        return [
+            (title, {**options, "fields": [*balance, "permanent_credit_limit"]})
+            if title == "Balance"
+            else (title, options)
+            for title, options in self.fieldsets
+            if title != "Balance & Credits"
+        ]
+
     def save_model(self, request: HttpRequest, obj: Customer, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
         if change and (WARNING_FIELDS | {"customer_class"}) & set(form.changed_data):
             copy_warning_thresholds(obj)
+        if not change:  # a new customer's wallet opens at once, with its limit
+            open_new_customer_wallet(request, obj, form)
 
     @admin.display(description="balances")
     def balances(self, obj: Customer) -> str:
+        """The Balance & Credits panel (wallets.admin.limits)."""
+        return balance_and_credits_panel(obj)
+
+    def wallet_rows(self, obj: Customer) -> str:
         """Each wallet's balance, debt and pending (Requires Action) credit, with links."""
         if obj.pk is None:
             return "—"

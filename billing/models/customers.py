@@ -207,6 +207,10 @@ class Customer(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("admin:billing_customer_change", args=[self.pk])
 
+    @property
+    def is_prepaid(self) -> bool:
+        return self.balance_model == self.BalanceModel.PREPAID
+
     def transfers_allowed(self) -> bool:
         """PortaBilling's rule: the customer's own Yes/No wins, else the class decides."""
         if self.transfer_policy == self.TransferPolicy.YES:

@@ -53,7 +53,7 @@ def test_reconcile_later_then_activate_with_transaction_id(live_server, staff_pa
     assert grant.status == "active" and grant.external_transaction_id == "BANK-2024-0042"
     assert grant.wallet.credit_balance == Decimal("250")
     page.goto(f"{live_server.url}/admin/billing/customer/{customer.pk}/change/")
-    expect(page.locator("fieldset").filter(has_text="Wallets")).to_contain_text("250.00")
+    expect(page.locator("fieldset").filter(has_text="Balance & Credits")).to_contain_text("250.00")
 
 
 def test_bad_input_in_the_credit_form_says_what_to_fix(live_server, staff_page):

@@ -230,3 +230,42 @@ def test_a_bad_class_default_is_refused(db):
     with pytest.raises(ValidationError):
         klass.save()
     assert not CustomerClass.objects.filter(name="Odd").exists()
+
+
+# --- "back above" (wallets 0013) ------------------------------------------------------
+
+
+def test_funds_back_above_a_threshold_that_warned_notify_once_and_rearm(watched, grant):
+    draw(watched, "60", "u1")  # 100 → 40: below 50
+    assert warnings() == ["Low funds: less than 50.00 USD available"]
+    grant(watched, "30")  # 70: back above 50
+    assert warnings("low_funds_recovered") == ["Funds back above 50.00 USD"]
+    grant(watched, "30")  # 100: nothing crossed upwards
+    draw(watched, "5", "u2")  # 95: nothing crossed downwards
+    assert len(warnings("low_funds_recovered")) == 1
+    draw(watched, "60", "u3")  # 35: below 50 again (re-armed) ...
+    grant(watched, "20")  # 55: ... and back above again
+    assert warnings() == ["Low funds: less than 50.00 USD available"] * 2
+    assert warnings("low_funds_recovered") == ["Funds back above 50.00 USD"] * 2
+    notice = Notification.objects.filter(kind="low_funds_recovered").order_by("id").last()
+    assert "55.00 USD are available now" in notice.body
+
+
+def test_funds_rising_past_a_threshold_that_never_warned_say_nothing(alice, grant):
+    alice.low_funds_thresholds = "50"
+    alice.save()
+    wallet = services.open_wallet(customer=alice)
+    grant(wallet, "100")  # 0 → 100: above 50, but it never warned
+    assert warnings("low_funds_recovered") == []
+
+
+def test_credit_limit_back_below_a_warned_share_after_a_payment(charlie):
+    charlie.credit_limit_warnings = "80%"
+    charlie.save()
+    wallet = services.open_wallet(customer=charlie)
+    services.set_credit_limit(wallet=wallet, limit="100", actor=STAFF)
+    draw(wallet, "90", "u1")
+    assert warnings("credit_limit") == ["Credit limit warning: 80% of your credit limit in use"]
+    services.record_debt_payment(wallet=wallet, amount=D("50"), actor=STAFF, idempotency_key="p1")
+    assert warnings("credit_limit_recovered") == ["Credit limit: back below 80% in use"]
+    assert "(40.0%)" in Notification.objects.get(kind="credit_limit_recovered").body

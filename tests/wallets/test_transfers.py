@@ -89,3 +89,37 @@ def test_transfer_refuses_other_currency_and_self(
         services.transfer(
             source=wallet, target=wallet, amount=D("1"), actor=STAFF, idempotency_key="t2"
         )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("class_allows", [True, False])
+@pytest.mark.parametrize(("policy", "expected"), [("inherit", None), ("yes", True), ("no", False)])
+def test_transfer_policy_matrix_class_by_customer(
+    alice, bob, wallet, bob_wallet, grant, class_allows, policy, expected
+):
+    """PortaBilling's rule: Yes / No on the customer wins; 'As defined by the customer
+    class' follows the class. The sender and the receiver are each held to it."""
+    from tests.factories import CustomerClassFactory
+
+    klass = CustomerClassFactory(name=f"Class {class_allows}", transfers_allowed=class_allows)
+    allowed = class_allows if expected is None else expected
+    Customer.objects.filter(pk=alice.pk).update(customer_class=klass, transfer_policy=policy)
+    Customer.objects.filter(pk=bob.pk).update(transfer_policy="yes")
+    alice.refresh_from_db()
+    assert alice.transfers_allowed() is allowed
+    grant(wallet, "10")
+    for source, target, key in [(wallet, bob_wallet, "out"), (bob_wallet, wallet, "in")]:
+        if source == bob_wallet:
+            grant(bob_wallet, "3")
+        if allowed:
+            services.transfer(
+                source=source, target=target, amount=D("1"), actor=STAFF, idempotency_key=key
+            )
+        else:
+            side = "sender" if source == wallet else "receiver"
+            with pytest.raises(errors.TransferNotAllowed, match=f"not allowed for the {side}"):
+                services.transfer(
+                    source=source, target=target, amount=D("1"), actor=STAFF, idempotency_key=key
+                )
+    wallet.refresh_from_db()
+    assert wallet.credit_balance == D("10")  # 10 − 1 + 1 when allowed, untouched when not

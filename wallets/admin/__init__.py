@@ -2,6 +2,11 @@
 here: every change goes through `wallets.services`, behind a form or a
 confirmation page. Importing the modules registers their ModelAdmins."""
 
-from wallets.admin import grants, ledger, outbox, settings, wallet
+from django.contrib import admin
 
-__all__ = ["grants", "ledger", "outbox", "settings", "wallet"]
+from wallets.admin import grants, ledger, limits, outbox, settings, wallet
+
+# Balance & Credits: the credit limit settings, and the richer limit history admin
+limits.register(admin.site)
+
+__all__ = ["grants", "ledger", "limits", "outbox", "settings", "wallet"]

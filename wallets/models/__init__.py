@@ -20,6 +20,7 @@ from wallets.models.ledger import (
     LedgerTransaction,
     money_field,
 )
+from wallets.models.limit_settings import CreditLimitSettings
 from wallets.models.limits import CreditLimitChange
 from wallets.models.outbox import Notification
 from wallets.models.settings import PrepaidCreditSettings, RecurringGrantRule
@@ -33,6 +34,7 @@ __all__ = [
     "CreditGrant",
     "CreditGrantQuerySet",
     "CreditLimitChange",
+    "CreditLimitSettings",
     "Entry",
     "GrantConsumption",
     "LedgerTransaction",

@@ -13,7 +13,19 @@ from wallets.models.ledger import ZERO, money_field
 class CreditLimitChange(models.Model):
     """History of every credit-limit change: who, when, old, new, why."""
 
+    class Kind(models.TextChoices):
+        PERMANENT = "permanent", "Permanent limit changed"
+        TEMPORARY = "temporary", "Temporary increase granted"
+        ENDED = "ended", "Temporary increase ended early"
+        REVERTED = "reverted", "Temporary increase reverted at Valid Until"
+        CLASS_MAXIMUM = "class_maximum", "Maximum possible increase changed"
+
     wallet = models.ForeignKey("Wallet", on_delete=models.PROTECT, related_name="limit_changes")
+    kind = models.CharField(max_length=15, choices=Kind.choices, default=Kind.PERMANENT)
+    # Set by the limit services (wallets.services.credit_limits): the same key never
+    # records twice.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    request_hash = models.CharField(max_length=64, blank=True)
     changed_at = models.DateTimeField(default=timezone.now)
     actor = models.CharField(max_length=200)
     actor_user = models.ForeignKey(

@@ -6,7 +6,8 @@ modules of this package are cut by operation:
 - `inputs`: validation and idempotency (keys, request fingerprints, `_once`);
 - `opening`, `thresholds`: a wallet and the warning thresholds copied onto it;
 - `drawdown`: usage charged in real time (SQL functions in wallets/sql/), `draw_order`;
-- `grants`, `debt`, `refunds`, `transfers`, `reversal`, `limits`, `expiry`.
+- `grants`, `debt`, `refunds`, `transfers`, `reversal`, `limits`, `expiry`;
+- `credit_limits`: Balance & Credits (permanent limit, temporary increases, reversion).
 
 Rules every function here follows:
 - keyword-only arguments, Decimal amounts (never floats), an `actor` and an
@@ -22,6 +23,16 @@ Rules every function here follows:
   before anything is written.
 """
 
+from wallets.services.credit_limits import (
+    change_permanent_limit,
+    end_temporary_increase,
+    grant_temporary_increase,
+    limit_state,
+    maximum_increase,
+    open_wallet_with_limit,
+    record_class_maximum_change,
+    revert_lapsed_increases,
+)
 from wallets.services.debt import (
     SETTLE_JOB_ACTOR,
     record_debt_payment,
@@ -59,6 +70,14 @@ from wallets.services.thresholds import copy_class_warning_thresholds, copy_warn
 from wallets.services.transfers import transfer
 
 __all__ = [
+    "revert_lapsed_increases",
+    "record_class_maximum_change",
+    "open_wallet_with_limit",
+    "maximum_increase",
+    "limit_state",
+    "grant_temporary_increase",
+    "end_temporary_increase",
+    "change_permanent_limit",
     "DEFAULT_FUNDING",
     "EXPIRY_JOB_ACTOR",
     "FUNDING_CODES",
