@@ -242,6 +242,9 @@ EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.console.
 if env("EMAIL_URL", default=""):
     vars().update(env.email_url("EMAIL_URL"))
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="billing@localhost")
+# The seller on invoice and receipt PDFs.
+INVOICE_SELLER_NAME = env("INVOICE_SELLER_NAME", default="Prepaid Back-office Ltd")
+INVOICE_SELLER_ADDRESS = env("INVOICE_SELLER_ADDRESS", default="1 Example Street, London")
 
 # --- HTTPS and cookies (on by default unless DEBUG; off for plain-http tests) ---
 HTTPS = env.bool("HTTPS", default=not DEBUG)

@@ -12,7 +12,15 @@ from django.utils import timezone
 
 from billing.models import Customer, ProductItem
 from billing.periods import BillingPeriod
+from invoices.errors import InvoiceError
 from invoices.models import CENT, Invoice, InvoiceLine, InvoiceSeries
+from invoices.payments import (  # noqa: F401 - the public payment services live here too
+    allocate_payment,
+    apply_unallocated,
+    record_payment,
+    remove_allocation,
+    remove_payment,
+)
 from wallets import services as wallet_services
 from wallets.actors import Actor
 
@@ -20,10 +28,6 @@ SERIES: dict[str, tuple[str, str]] = {
     Invoice.Kind.USAGE: ("usage", "USG-"),
     Invoice.Kind.TOP_UP: ("top-up", "TOP-"),
 }
-
-
-class InvoiceError(Exception):
-    """Nothing was changed; the message says why."""
 
 
 def series_for(kind: str) -> InvoiceSeries:

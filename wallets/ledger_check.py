@@ -571,6 +571,13 @@ CHECKS: list[Check] = [
 ]
 
 
+def register_check(check: Check) -> None:
+    """Apps above the ledger (invoices: payments and allocations) add their own
+    invariants, so `check_ledger` proves them too without wallets knowing them."""
+    if check.rule not in {c.rule for c in CHECKS}:
+        CHECKS.append(check)
+
+
 def find_problems() -> list[str]:
     """Every broken invariant, one line each: the rule, the offending row(s), what
     was recorded and what the ledger says. Empty when the ledger is sound."""
