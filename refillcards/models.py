@@ -136,6 +136,14 @@ class RefillCard(models.Model):
         blank=True,
         related_name="refill_card",
     )
+    payment = models.OneToOneField(
+        "invoices.Payment",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="refill_card",
+        help_text="The payment (method refill card) recorded when the card was redeemed.",
+    )
     # The idempotency key of the redemption (the API's, or one derived by the portal
     # and admin): the same key again replays the first answer.
     redemption_key = models.CharField(max_length=300, null=True, blank=True, unique=True)

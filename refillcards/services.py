@@ -16,6 +16,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from billing.models import Customer, Partner
+from invoices.models import Payment
+from invoices.services import record_payment
 from jobs.runner import Batch
 from refillcards import codes, lockout
 from refillcards.errors import (
@@ -475,13 +477,26 @@ def _redeem_locked(
         source_id=card.serial,
         memo=f"Refill card {card.serial}",
     )
+    # The money received: a payment (method refill card) holding the card's grant, so it
+    # shows in the customer's transactions and Documents like any other payment.
+    payment = record_payment(
+        customer=customer,
+        amount=series.amount,
+        currency=series.currency,
+        method=Payment.Method.REFILL_CARD,
+        reference=card.serial,
+        comment=f"Refill card {card.serial}",
+        actor=actor,
+        idempotency_key=f"refill-card:{card.pk}:payment",
+        credit_grant=grant,
+    )
     now = timezone.now()
     card.status, card.used_at, card.used_by = Status.USED, now, customer
     card.redeemed_by, card.grant, card.redemption_key = actor.label[:200], grant, key
-    card.changed_at = now
+    card.payment, card.changed_at = payment, now
     card.save(
         update_fields=["status", "used_at", "used_by", "redeemed_by", "grant", "redemption_key",
-                       "changed_at"]
+                       "payment", "changed_at"]
     )  # fmt: skip
     wallet.refresh_from_db()
     return Redemption(card=card, grant=grant, wallet=wallet, replayed=False)

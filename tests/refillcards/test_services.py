@@ -8,6 +8,7 @@ import time_machine
 from django.db import connection
 from django.utils import timezone
 
+from invoices.models import Payment
 from refillcards import codes, services
 from refillcards.errors import (
     REFUSED,
@@ -120,6 +121,10 @@ def test_staff_redeem_for_a_customer_books_a_refill_card_grant_and_marks_the_car
     assert grant.expires_at is not None
     assert result.wallet.credit_balance == D("12.5")
     assert LedgerTransaction.objects.filter(wallet=result.wallet).count() == 1
+    payment = card.payment
+    assert (payment.method, payment.amount, payment.currency) == ("refill_card", D("12.50"), "USD")
+    assert payment.reference == card.serial and card.serial in payment.comment
+    assert payment.customer == alice and payment.credit_grant == grant
     ledger_ok()
 
 
@@ -128,7 +133,7 @@ def test_the_same_request_again_replays_and_books_nothing(series_of, alice, ledg
     first = redeem(plain[0], alice)
     again = redeem(plain[0].lower().replace("-", " "), alice)
     assert again.replayed and again.grant == first.grant
-    assert CreditGrant.objects.count() == 1
+    assert CreditGrant.objects.count() == 1 and Payment.objects.count() == 1
     ledger_ok()
 
 
