@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from portal import views
+from portal import refill, views
 
 app_name = "portal"
 
@@ -19,4 +19,5 @@ urlpatterns = [
     path("alerts/", views.alerts, name="alerts"),
     path("documents/", views.documents, name="documents"),
     path("documents/<int:pk>/pdf/", views.document_pdf, name="document_pdf"),
+    path("refill-card/", refill.refill_card, name="refill_card"),
 ]

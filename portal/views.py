@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
 from billing.models import Customer, PortalUser
-from invoices.models import Invoice
+from invoices.models import Invoice, Payment
 from invoices.pdf import render_invoice_pdf
 from wallets import services
 from wallets.models import LedgerTransaction, Notification
@@ -108,7 +108,12 @@ def documents(request: HttpRequest) -> HttpResponse:
         .order_by("-issued_at", "-id")
     )
     page = Paginator(rows, 25).get_page(request.GET.get("page"))
-    return render(request, "portal/documents.html", {"customer": customer, "page": page})
+    payments = Payment.objects.filter(customer=customer, status=Payment.Status.RECORDED)[:50]
+    return render(
+        request,
+        "portal/documents.html",
+        {"customer": customer, "page": page, "payments": payments},
+    )
 
 
 @customer_required
