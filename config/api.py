@@ -23,6 +23,7 @@ from billing.api import ErrorOut, api_key_of, documented
 from billing.api import router as billing_router
 from billing.models import ApiKey
 from config.outage import install_api_handlers
+from refillcards.api import router as refill_cards_router
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,7 @@ def invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
 install_api_handlers(api)
 
 api.add_router("/", billing_router)
+api.add_router("/", refill_cards_router)
 
 
 def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
