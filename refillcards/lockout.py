@@ -37,7 +37,9 @@ def _keys(customer_id: int | None, client_ip: str | None) -> list[tuple[str, str
 
 
 def lock_message(until: datetime) -> str:
-    local = timezone.localtime(until)
+    # rounded up to the minute: "until 10:16" stays true for a lock ending 10:15:20
+    shown = until.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    local = timezone.localtime(shown)
     return (
         "Too many codes that could not be redeemed. Redeeming is paused for your account "
         f"or your address until {local:%H:%M} {local.tzname()}; every code is refused until "
