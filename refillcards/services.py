@@ -127,9 +127,9 @@ COPY_SQL = (
 def card_rows(series: CardSeries, *, first: int, count: int, now: datetime) -> Iterator[tuple]:
     """The rows of cards first..first+count-1: a fresh code each, hashed and
     encrypted; the plain code lives only in this loop."""
-    prefix = series.prefix
-    for number in range(first, first + count):
-        code = codes.new_code(prefix)
+    for number, code in zip(
+        range(first, first + count), codes.new_codes(series.prefix, count), strict=True
+    ):
         yield (
             series.pk, number, series.serial(number), codes.lookup_hash(code),
             codes.encrypt(code), series.valid_until, Status.ACTIVE, now, "",
