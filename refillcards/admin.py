@@ -410,9 +410,9 @@ class RefillCardAdmin(admin.ModelAdmin):
     list_per_page = 50
     form = CardEditForm
     readonly_fields = ["serial", "series", "code", "value", "status_badge", "used_by", "used_at",
-                       "redeemed_by", "grant", "changed_at"]  # fmt: skip
+                       "redeemed_by", "grant", "payment", "changed_at"]  # fmt: skip
     fields = ["serial", "series", "code", "value", "status_badge", "valid_until", "status",
-              "used_by", "used_at", "redeemed_by", "grant", "changed_at"]  # fmt: skip
+              "used_by", "used_at", "redeemed_by", "grant", "payment", "changed_at"]  # fmt: skip
     actions = ["disable_cards", "activate_cards", "delete_unused"]
 
     class Media:
@@ -475,6 +475,11 @@ class RefillCardAdmin(admin.ModelAdmin):
         if obj is not None and obj.status == RefillCard.Status.USED:
             return False
         return super().has_delete_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and obj.status == RefillCard.Status.USED:
+            return False  # a used card is history: view only
+        return super().has_change_permission(request, obj)
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         found = super().get_actions(request)
