@@ -129,6 +129,16 @@ class SeriesEditForm(forms.ModelForm):
     class Meta:
         model = CardSeries
         fields = ["valid_until", "note"]
+        help_texts = {
+            "valid_until": "Applies to the series' active and expired cards too (expired ones "
+            "become active again); used and disabled cards keep theirs."
+        }
+
+    def clean_valid_until(self) -> Any:
+        value = self.cleaned_data["valid_until"]
+        if value <= timezone.now():
+            raise forms.ValidationError("Valid until must be in the future.")
+        return value
 
 
 @admin.register(CardSeries)
@@ -269,9 +279,15 @@ class CardSeriesAdmin(admin.ModelAdmin):
     ) -> HttpResponse:
         series = self.get_object(request, object_id)
         generating = series is not None and series.status == CardSeries.Status.GENERATING
-        return super().change_view(
-            request, object_id, form_url, {**(extra_context or {}), "refresh": generating}
-        )
+        # Not Django's changeform_view: it wraps the save in transaction.atomic(), and
+        # save_model's service runs its own durable transaction.
+        try:
+            return self._changeform_view(  # type: ignore[attr-defined]
+                request, object_id, form_url, {**(extra_context or {}), "refresh": generating}
+            )
+        except CardError as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return HttpResponseRedirect(request.path)
 
     def save_model(self, request: HttpRequest, obj: CardSeries, form: Any, change: bool) -> None:
         # The new valid until also applies to the unused cards: the service does it.
@@ -399,6 +415,13 @@ class CardEditForm(forms.ModelForm):
         model = RefillCard
         fields = ["valid_until", "status"]
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        until = data.get("valid_until")
+        if data.get("status") == "active" and until is not None and until <= timezone.now():
+            self.add_error("valid_until", "An active card needs a valid until in the future.")
+        return data
+
 
 @admin.register(RefillCard)
 class RefillCardAdmin(admin.ModelAdmin):
@@ -506,18 +529,24 @@ class RefillCardAdmin(admin.ModelAdmin):
             card=obj, valid_until=obj.valid_until, status=obj.status, actor=Actor.user(request.user)
         )
 
-    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def changeform_view(
+        self, request: HttpRequest, object_id: Any = None, form_url: str = "",
+        extra_context: Any = None,
+    ) -> HttpResponse:  # fmt: skip
+        # Django wraps this view in transaction.atomic(); the service called by
+        # save_model runs its own durable transaction, so it must be the outermost.
         try:
-            return super().changeform_view(request, *args, **kwargs)
-        except CardError as exc:
+            return self._changeform_view(request, object_id, form_url, extra_context)  # type: ignore[attr-defined]
+        except CardError as exc:  # used meanwhile
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(request.path)
 
     def delete_view(
         self, request: HttpRequest, object_id: str, extra_context: Any = None
     ) -> HttpResponse:
+        # Outside Django's atomic block, for the durable service (see changeform_view).
         try:
-            return super().delete_view(request, object_id, extra_context)
+            return self._delete_view(request, object_id, extra_context)  # type: ignore[attr-defined]
         except CardError as exc:  # used meanwhile
             self.message_user(request, str(exc), messages.ERROR)
             return HttpResponseRedirect(reverse("admin:refillcards_refillcard_changelist"))

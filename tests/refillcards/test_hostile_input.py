@@ -128,3 +128,35 @@ def test_unknown_export_format_is_404(staff, series_of):
     series, _ = series_of(1)
     response = staff.post(f"/admin/refillcards/cardseries/{series.pk}/export/", {"format": "xls"})
     assert response.status_code == 404
+
+
+def test_edits_with_a_past_date_are_form_errors(staff, series_of):
+    series, _ = series_of(1)
+    card = RefillCard.objects.get()
+    response = staff.post(f"/admin/refillcards/cardseries/{series.pk}/change/",
+                          {"valid_until_0": "2001-01-01", "valid_until_1": "00:00", "note": ""})  # fmt: skip
+    assert response.status_code == 200 and "in the future" in response.content.decode()
+    response = staff.post(f"/admin/refillcards/refillcard/{card.pk}/change/",
+                          {"valid_until_0": "2001-01-01", "valid_until_1": "00:00", "status": "active"})  # fmt: skip
+    assert response.status_code == 200 and "in the future" in response.content.decode()
+    response = staff.post(f"/admin/refillcards/refillcard/{card.pk}/change/",
+                          {"valid_until_0": "2031-01-01", "valid_until_1": "00:00", "status": "used"})  # fmt: skip
+    assert response.status_code == 200 and "errorlist" in response.content.decode()
+    response = staff.post(f"/admin/refillcards/refillcard/{card.pk}/change/",
+                          {"valid_until_0": "2031-01-01", "valid_until_1": "00:00", "status": "disabled"})  # fmt: skip
+    assert response.status_code == 302
+    card.refresh_from_db()
+    assert card.status == "disabled" and card.valid_until.year == 2031
+
+
+def test_series_edit_and_card_delete_through_the_admin(staff, series_of):
+    series, _ = series_of(2)
+    response = staff.post(f"/admin/refillcards/cardseries/{series.pk}/change/",
+                          {"valid_until_0": "2032-02-02", "valid_until_1": "10:00", "note": "promo"})  # fmt: skip
+    assert response.status_code == 302
+    assert {c.valid_until.year for c in series.cards.all()} == {2032}
+    card = series.cards.first()
+    assert staff.get(f"/admin/refillcards/refillcard/{card.pk}/delete/").status_code == 200
+    response = staff.post(f"/admin/refillcards/refillcard/{card.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert series.cards.count() == 1
