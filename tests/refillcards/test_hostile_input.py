@@ -160,3 +160,32 @@ def test_series_edit_and_card_delete_through_the_admin(staff, series_of):
     response = staff.post(f"/admin/refillcards/refillcard/{card.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert series.cards.count() == 1
+
+
+def test_card_and_series_actions_confirm_then_act(staff, series_of, alice):
+    from django.contrib.admin.models import LogEntry
+
+    series, plain = series_of(3)
+    from refillcards import services
+    from tests.refillcards.conftest import STAFF
+
+    services.redeem_card(code=plain[0], customer=alice, actor=STAFF, channel="staff")
+    ids = [str(pk) for pk in series.cards.values_list("pk", flat=True)]
+    url = "/admin/refillcards/refillcard/"
+    ask = staff.post(url, {"action": "disable_cards", "_selected_action": ids})
+    assert ask.status_code == 200 and "Disable these cards?" in ask.content.decode()
+    done = staff.post(url, {"action": "disable_cards", "_selected_action": ids, "post": "yes"})
+    assert done.status_code == 302
+    assert sorted(series.cards.values_list("status", flat=True)) == ["disabled", "disabled", "used"]
+    staff.post(url, {"action": "activate_cards", "_selected_action": ids, "post": "yes"})
+    assert sorted(series.cards.values_list("status", flat=True)) == ["active", "active", "used"]
+    staff.post(url, {"action": "delete_unused", "_selected_action": ids, "post": "yes"})
+    assert list(series.cards.values_list("status", flat=True)) == ["used"]
+    staff.post("/admin/refillcards/cardseries/", {"action": "disable_cards",
+               "_selected_action": [str(series.pk)], "post": "yes"})  # fmt: skip
+    assert LogEntry.objects.count() >= 5
+    # delete refused (a card was used): the page offers disable instead
+    page = staff.get(f"/admin/refillcards/cardseries/{series.pk}/delete/").content.decode()
+    assert "cannot be deleted" in page and "disable" in page
+    staff.post(f"/admin/refillcards/cardseries/{series.pk}/delete/", {"do": "delete"})
+    assert series.cards.count() == 1
