@@ -451,26 +451,36 @@ class RefillCardAdmin(admin.ModelAdmin):
             return super().get_search_results(request, queryset, search_term)
         return queryset.filter(code_hash=codes.lookup_hash(code)), False
 
+    # The ModelAdmin is shared by every request (and thread): who may see full codes is
+    # decided per request by the column's name, never by state kept on `self`.
+    @staticmethod
+    def _codes_for(request: HttpRequest, names: Any) -> list:
+        if not request.user.has_perm(FULL_CODES):
+            return list(names)
+        return ["full_code" if name == "code" else name for name in names]
+
     def get_list_display(self, request: HttpRequest) -> Any:
-        self._full = request.user.has_perm(FULL_CODES)
-        return super().get_list_display(request)
+        return self._codes_for(request, super().get_list_display(request))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        self._full = request.user.has_perm(FULL_CODES)
+        names = list(self.readonly_fields)
         if obj is not None and obj.status == RefillCard.Status.USED:
-            return [*self.readonly_fields, "valid_until", "status"]
-        return self.readonly_fields
+            names += ["valid_until", "status"]
+        return self._codes_for(request, names)
 
     def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        names = list(self.fields or [])
         if obj is not None and obj.status == RefillCard.Status.USED:
-            return [f for f in self.fields if f != "status"]
-        return self.fields
+            names = [f for f in names if f != "status"]
+        return self._codes_for(request, names)
 
     @admin.display(description="code")
     def code(self, obj: RefillCard) -> str:
-        if getattr(self, "_full", False):
-            return format_html('<code class="rc-code">{}</code>', obj.full_code())
         return format_html('<code class="rc-code">{}</code>', obj.masked_code())
+
+    @admin.display(description="code")
+    def full_code(self, obj: RefillCard) -> str:
+        return format_html('<code class="rc-code">{}</code>', obj.full_code())
 
     @admin.display(description="value", ordering="series__amount")
     def value(self, obj: RefillCard) -> str:

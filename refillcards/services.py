@@ -195,8 +195,12 @@ def update_series(*, series: CardSeries, valid_until: datetime, note: str, actor
 
 
 def disable_series(*, series: CardSeries, actor: Actor) -> int:
-    """Disable every active card of the series (used ones stay used)."""
+    """Disable every active card of the series (used ones stay used). Not while it is
+    generated: the cards still to come would be active."""
     with transaction.atomic(durable=True):
+        locked = CardSeries.objects.select_for_update().get(pk=series.pk)
+        if locked.status == CardSeries.Status.GENERATING:
+            raise CardStateError("the series is still being generated; wait until it is ready.")
         changed = RefillCard.objects.filter(series=series, status=Status.ACTIVE).update(
             status=Status.DISABLED, changed_at=timezone.now()
         )

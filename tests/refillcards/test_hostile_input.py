@@ -189,3 +189,24 @@ def test_card_and_series_actions_confirm_then_act(staff, series_of, alice):
     assert "cannot be deleted" in page and "disable" in page
     staff.post(f"/admin/refillcards/cardseries/{series.pk}/delete/", {"do": "delete"})
     assert series.cards.count() == 1
+
+
+def test_full_codes_follow_each_request_not_the_last_one(staff, series_of):
+    """The admin object is shared by all requests: a superuser's list view must not
+    make the next clerk's list show full codes."""
+    from django.contrib.auth.models import Permission
+
+    series, plain = series_of(1)
+    url = f"/admin/refillcards/refillcard/?series__id__exact={series.pk}"
+    assert plain[0] in staff.get(url).content.decode()
+    clerk = get_user_model().objects.create_user("clerk", password="pw", is_staff=True)
+    clerk.user_permissions.set(Permission.objects.filter(codename="view_refillcard"))
+    client = Client(raise_request_exception=False)
+    client.force_login(clerk)
+    assert staff.get(url).status_code == 200
+    for page in (
+        client.get(url),
+        client.get(f"/admin/refillcards/refillcard/{series.cards.get().pk}/change/"),
+    ):
+        text = page.content.decode()
+        assert page.status_code == 200 and plain[0] not in text and "NW-••••" in text
