@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 run: install
 	@$(PY) -m config.devservers run -- $(MAKE) --no-print-directory serve
 
-## test: install (incl. Chromium), throwaway PostgreSQL + Redis, then ruff, mypy, pytest
+## test: install (incl. Chromium), throwaway PostgreSQL + Redis, then ruff, import-linter, mypy, pytest
 test: install system-deps
 	@$(PY) -m config.devservers run --tmp -- $(MAKE) --no-print-directory check
 
@@ -58,6 +58,7 @@ check: lint typecheck pytest
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck:
 	$(VENV)/bin/mypy .

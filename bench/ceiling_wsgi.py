@@ -33,7 +33,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 from django.views.decorators.csrf import csrf_exempt  # noqa: E402
 
-from billing.api import ApiKeyAuth  # noqa: E402
+from billing.api.auth import ApiKeyAuth  # noqa: E402
 from billing.models import Price, ProductItem  # noqa: E402
 from wallets import services  # noqa: E402
 from wallets.actors import Actor  # noqa: E402

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m config.devservers run --tmp -- .venv/bin/python bench/check_ledger.py
 
-Seeds N grants (bench/expiry_seed.py: 10 per wallet, each with its account, issuing
+Seeds N grants (tests/wallets/expiry_seed.py: 10 per wallet, each with its account, issuing
 transaction and funding entry; one in twenty pending, one in twenty exhausted and
 one in twenty half used by a usage transaction with its lot), ANALYZE, then times
 every check of `wallets.ledger_check` and the whole `manage.py check_ledger`. With
@@ -52,7 +52,7 @@ def main() -> int:
     from django.core.management import call_command
     from django.db import connection
 
-    from bench.expiry_seed import seed_due_grants
+    from tests.wallets.expiry_seed import seed_due_grants
     from wallets import services
 
     call_command("migrate", verbosity=0)

@@ -138,6 +138,18 @@ def seed() -> tuple[list[int], int]:
             """,
             {"per": HISTORY_PER_WALLET, "wallets": wallets, "revenue": revenue.pk},
         )
+        # Each history row's balance after it, in id order (what check_ledger recomputes).
+        cursor.execute(
+            """
+            UPDATE wallets_ledgertransaction t
+            SET balance_after = 1000000 - 0.05 * h.n, restricted_after = 0, debt_after = 0
+            FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY wallet_id ORDER BY id) AS n
+                  FROM wallets_ledgertransaction
+                  WHERE wallet_id = ANY(%(wallets)s) AND idempotency_key LIKE 'bench-history-%%') h
+            WHERE t.id = h.id
+            """,
+            {"wallets": wallets},
+        )
         spent = Decimal("0.05") * HISTORY_PER_WALLET
         cursor.execute(
             "UPDATE wallets_creditgrant SET remaining = remaining - %s WHERE wallet_id = ANY(%s)",

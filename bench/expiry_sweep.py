@@ -3,7 +3,7 @@ SQL UPDATE of an identical second set of N grants, measured in the same run.
 
     .venv/bin/python -m config.devservers run --tmp -- .venv/bin/python bench/expiry_sweep.py
 
-Seeding (bench/expiry_seed.py, set-based): two identical sets of N grants, 10 per
+Seeding (tests/wallets/expiry_seed.py, set-based): two identical sets of N grants, 10 per
 wallet, each with its account, issuing transaction and funding entry (one in twenty
 pending, one in twenty exhausted, one in twenty half used, one in ten restricted).
 Set A is due; set B expires in ten years, so the sweep leaves it alone.
@@ -83,8 +83,8 @@ def main() -> int:
     from django.db.models import Sum
     from django.utils import timezone
 
-    from bench.expiry_seed import seed_due_grants
     from jobs.registry import get
+    from tests.wallets.expiry_seed import seed_due_grants
     from wallets import tasks
     from wallets.models import Account, Entry
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import timedelta
 
 from celery import shared_task
 
-from billing import stripe_services, stripe_webhooks
+from billing.stripe import services as stripe_services
+from billing.stripe import webhooks as stripe_webhooks
 from jobs.runner import Batch, run_job
+
+logger = logging.getLogger(__name__)
 
 # Give the task enqueued on commit its chance before the sweep takes an event.
 EVENT_GRACE = timedelta(seconds=30)
@@ -20,6 +24,15 @@ CHARGE_GRACE = timedelta(minutes=5)
 def process_stripe_event(event_id: str) -> str:
     """Apply one stored webhook event; idempotent, so a redelivery is harmless."""
     return stripe_webhooks.process_stripe_event(event_id=event_id).status
+
+
+def enqueue_stripe_event(event_id: str) -> None:
+    """Hand a stored event to a worker. A broker that is down is logged, not raised:
+    the event is already stored, and the sweep processes it after EVENT_GRACE."""
+    try:
+        process_stripe_event.delay(event_id)
+    except Exception:
+        logger.exception("Could not enqueue Stripe event %s; the sweep will take it", event_id)
 
 
 @shared_task
@@ -44,7 +57,7 @@ def sweep_stripe() -> dict[str, int]:
 @shared_task
 def close_billing_periods(batch_size: int | None = None) -> dict[str, int | str]:
     """Hourly (job "close_billing_periods"): usage invoices for complete periods."""
-    from billing.usage_invoices import close_due_period_batches
+    from billing.usage.invoicing import close_due_period_batches
     from jobs.runner import summary
     from wallets.actors import Actor
 

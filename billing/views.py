@@ -1,4 +1,4 @@
-"""Stripe's webhook endpoint. Thin: verification and storage live in billing.stripe_webhooks."""
+"""Stripe's webhook endpoint. Thin: verification and storage live in billing.stripe.webhooks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from billing.errors import WebhookRejected
-from billing.stripe_webhooks import receive_stripe_event
+from billing.stripe.webhooks import receive_stripe_event
+from billing.tasks import enqueue_stripe_event
 
 
 @csrf_exempt  # Stripe signs the body instead; the signature is checked below
@@ -19,4 +20,6 @@ def stripe_webhook(request: HttpRequest) -> JsonResponse:
         )
     except WebhookRejected as exc:
         return JsonResponse({"error": str(exc)}, status=400)
+    if created:  # stored and committed; the sweep also takes it if this enqueue is lost
+        enqueue_stripe_event(event.event_id)
     return JsonResponse({"received": event.event_id, "duplicate": not created})

@@ -153,7 +153,7 @@ def unauthorized(request: HttpRequest, exc: AuthenticationError) -> HttpResponse
 @api.exception_handler(ValidationError)
 def invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
     """422 with one entry per field, as ninja answers; but a key this process
-    remembered (billing.api.ApiKeyAuth) is checked first: a revoked key gets its
+    remembered (billing.api.auth.ApiKeyAuth) is checked first: a revoked key gets its
     401, whatever it sent."""
     key = getattr(request, "auth", None)
     if isinstance(key, ApiKey) and not key.checked:

@@ -108,7 +108,7 @@ DATABASES["default"].setdefault("TEST", {})
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 1_000_000_000)
 # ...and let PostgreSQL keep one generic plan for them. By default it re-plans a
 # prepared statement whose custom plan looks cheaper, and with `= ANY(array)`
-# parameters it always does: the usage lookup (billing.rating.LOOKUP_SQL) spent
+# parameters it always does: the usage lookup (billing.usage.rating.LOOKUP_SQL) spent
 # 0.6 ms planning per request for 0.1 ms executing. This touches only what is
 # prepared (the usage lookup, the draw-down call, the usage event insert) and
 # PL/pgSQL functions' statements; Django's own queries are not prepared.

@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from billing.admin_kit import ReadableDecimals, confirm_action
+from billing.admin.kit import ReadableDecimals, confirm_action
 from invoices.models import Invoice, InvoiceLine, InvoiceSeries
 from invoices.pdf import render_invoice_pdf
 from wallets.actors import Actor
@@ -86,7 +86,7 @@ class InvoiceAdmin(ReadableDecimals, admin.ModelAdmin):
     )
     def void_invoices(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
         from billing.errors import UsageError
-        from billing.usage_invoices import void_usage_invoice  # the flow sits above this app
+        from billing.usage.invoicing import void_usage_invoice  # the flow sits above this app
         from invoices.services import InvoiceError
         from wallets.errors import WalletError
 

@@ -29,7 +29,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from billing.admin_kit import ReadOnlyAdmin, confirm_action
+from billing.admin.kit import ReadOnlyAdmin, confirm_action
 from billing.models import Customer, Partner
 from refillcards import codes, export, services
 from refillcards.errors import REFUSED, CardError, CardRefused, InvalidSeries

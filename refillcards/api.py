@@ -21,17 +21,16 @@ from ninja.errors import HttpError
 from ninja.pagination import paginate
 from pydantic import ConfigDict, field_validator
 
-from billing.api import (
+from billing.api.auth import ApiKeyAuth, api_key_of
+from billing.api.responses import json_response
+from billing.api.schemas import (
     ACCOUNT_NUMBER,
     PAGE_SIZE_MAX,
     PRINTABLE,
-    ApiKeyAuth,
     ErrorOut,
     IdCursorPagination,
     Money,
     ValidationErrorOut,
-    api_key_of,
-    json_response,
 )
 from billing.models import ApiKey, Customer
 from config.logins.lockout import client_ip

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -112,9 +113,10 @@ def create_series(
             series.status = CardSeries.Status.READY
             series.save(update_fields=["generated", "status"])
         else:
-            from refillcards.tasks import generate_series
-
-            transaction.on_commit(lambda: generate_series.delay(series.pk))
+            # by name: the task module (an entry point) imports this one, not the reverse
+            transaction.on_commit(
+                lambda: current_app.send_task("refillcards.tasks.generate_series", [series.pk])
+            )
     return series
 
 

@@ -28,10 +28,6 @@ class GrantNotFound(WalletError):
     status_code = 404
 
 
-class GrantNotActive(WalletError):
-    status_code = 409
-
-
 class InvalidGrantState(WalletError):
     status_code = 409
 

@@ -556,16 +556,15 @@ CHECKS: list[Check] = [
                    || ' at ' || to_char(t.created_at AT TIME ZONE 'UTC',
                                         'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                'debt after ' || t.debt_after,
-               'limit then ' || (p.permanent + CASE
-                   WHEN p.temporary > 0 AND t.created_at < p.valid_until THEN p.temporary
-                   ELSE 0 END)
+               'limit then ' || wallets_effective_credit_limit(
+                   p.permanent, p.temporary, p.valid_until, t.created_at)
         FROM wallets_ledgertransaction t
         JOIN debt_taken d ON d.transaction_id = t.id
         JOIN periods p ON p.wallet_id = t.wallet_id
              AND t.created_at >= p.since AND t.created_at < p.until
         WHERE t.kind = 'usage'
-          AND t.debt_after > p.permanent + CASE
-              WHEN p.temporary > 0 AND t.created_at < p.valid_until THEN p.temporary ELSE 0 END
+          AND t.debt_after > wallets_effective_credit_limit(
+              p.permanent, p.temporary, p.valid_until, t.created_at)
         """,
     ),
 ]

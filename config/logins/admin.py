@@ -14,7 +14,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from billing.admin_kit import confirm_action
+from billing.admin.kit import confirm_action
 from config.logins.lockout import attempt_lock_ends, format_until, shown_time
 from config.logins.models import FailedSignIn
 

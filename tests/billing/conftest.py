@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from billing import stripe_effects
+from billing.stripe import effects as stripe_effects
 from tests.billing.stripe_fakes import API_KEY, WEBHOOK_SECRET, FakeStripe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,7 +117,7 @@ def eager_celery():
 
 @pytest.fixture
 def effects(monkeypatch):
-    """Counts the calls into billing.stripe_effects (the wallets glue) by kind."""
+    """Counts the calls into billing.stripe.effects (the wallets glue) by kind."""
     calls: list[tuple[str, int]] = []
     monkeypatch.setattr(
         stripe_effects, "on_charge_succeeded", lambda c: calls.append(("succeeded", c.pk))

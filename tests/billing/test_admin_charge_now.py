@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth import get_user_model
 
-from billing import stripe_services
+from billing.stripe import services as stripe_services
 from wallets.models import CreditGrant
 
 pytestmark = [pytest.mark.django_db]

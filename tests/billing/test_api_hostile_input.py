@@ -443,7 +443,7 @@ def test_an_unknown_api_url_is_a_json_404(client):
 def test_an_unexpected_error_is_a_json_500_without_a_traceback_even_with_debug(
     client, alice, funded, settings, monkeypatch, caplog
 ):
-    from billing import api as billing_api
+    from billing.api import customers as customer_endpoints
     from config.api import INTERNAL_ERROR
 
     settings.DEBUG = True
@@ -451,7 +451,7 @@ def test_an_unexpected_error_is_a_json_500_without_a_traceback_even_with_debug(
     def broken(request, account_number):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(billing_api, "visible_customer", broken)
+    monkeypatch.setattr(customer_endpoints, "visible_customer", broken)
 
     response = client.get(f"/api/v1/customers/{alice.account_number}/balance")
 

@@ -157,7 +157,7 @@ def test_a_remembered_key_is_refused_at_once_when_revoked_and_books_nothing(api_
     """Web processes remember keys (no round trip per usage request); the usage
     lookup re-reads the key's revocation in its own statement, and every other
     route re-checks it, so a revocation still takes effect on the next request."""
-    from billing.api import KNOWN_KEYS
+    from billing.api.auth import KNOWN_KEYS
     from billing.models import UsageEvent
 
     key, token = api_key

@@ -353,7 +353,7 @@ def test_usage_answers_are_what_their_schemas_render(api, alice, bob, funded, cr
 
     from ninja.responses import NinjaJSONEncoder
 
-    from billing.api import UsageBatchOut, UsageOut
+    from billing.api.schemas import UsageBatchOut, UsageOut
 
     def rendered(schema, body):
         return json.loads(

@@ -6,8 +6,8 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 
-from billing import stripe_services
 from billing.models import StripeCharge, StripeEvent
+from billing.stripe import services as stripe_services
 from tests.billing.stripe_fakes import intent_payload, pending_charge
 from tests.factories import UserFactory
 

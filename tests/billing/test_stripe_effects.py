@@ -5,8 +5,8 @@ from decimal import Decimal
 
 import pytest
 
-from billing import stripe_services
 from billing.models import StripeCharge
+from billing.stripe import services as stripe_services
 from tests.wallets.conftest import STAFF
 from wallets import services
 from wallets.ledger_check import find_problems
@@ -110,7 +110,7 @@ def refund_entries(grant):
 
 def test_a_refund_above_the_unused_credit_is_refused_without_confirmation(alice):
     from billing.errors import ChargeNotRefundable
-    from billing.stripe_gateway import retrieve_payment_intent
+    from billing.stripe.gateway import retrieve_payment_intent
 
     grant, charge = paid_then_used(alice)
     with pytest.raises(ChargeNotRefundable, match=r"5\.00 .*unused.*20\.00 .*debt"):

@@ -4,14 +4,11 @@ from decimal import Decimal
 
 import pytest
 
-from billing import stripe_gateway
 from billing.errors import StripeNotConfigured
-from billing.stripe_gateway import (
-    PaymentIntentState,
-    from_stripe_amount,
-    stripe_enabled,
-    to_stripe_amount,
-)
+from billing.models import PaymentIntentState
+from billing.money import from_stripe_amount, to_stripe_amount
+from billing.stripe import gateway as stripe_gateway
+from billing.stripe.gateway import stripe_enabled
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from billing import stripe_effects, stripe_gateway, stripe_services
 from billing.errors import (
     ChargeNotRefundable,
     ChargeNotRetryable,
@@ -15,6 +14,9 @@ from billing.errors import (
     StripeNotConfigured,
 )
 from billing.models import StripeCharge, StripePaymentMethod
+from billing.stripe import effects as stripe_effects
+from billing.stripe import gateway as stripe_gateway
+from billing.stripe import services as stripe_services
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("stripe_settings")]
 

@@ -9,8 +9,9 @@ from decimal import Decimal
 import pytest
 from django.db import connections, transaction
 
-from billing import stripe_services, stripe_webhooks
 from billing.models import Customer, StripeCharge, StripeEvent, StripePaymentMethod
+from billing.stripe import services as stripe_services
+from billing.stripe import webhooks as stripe_webhooks
 from tests.billing.stripe_fakes import (
     WEBHOOK_SECRET,
     intent_payload,
@@ -488,7 +489,7 @@ def test_a_dashboard_refund_of_used_credit_arrives_by_webhook_and_balances(
     """Staff refund a partly used 25.00 top-up in the Stripe dashboard, first 10.00 then
     the rest. The money is gone: each charge.refunded webhook books its part, the unused
     credit back from the grant, the rest as debt; psp_clearing nets to exactly zero."""
-    from billing import stripe_gateway
+    from billing.stripe import gateway as stripe_gateway
     from tests.billing.test_stripe_effects import paid_then_used, psp_clearing_net
     from wallets.ledger_check import find_problems
     from wallets.models import LedgerTransaction
@@ -522,3 +523,30 @@ def test_a_dashboard_refund_of_used_credit_arrives_by_webhook_and_balances(
     assert "debt" in refunds[1].memo
     assert set(StripeEvent.objects.values_list("status", flat=True)) == {"processed"}
     assert find_problems() == []
+
+
+@pytest.mark.django_db
+def test_an_event_whose_task_cannot_be_enqueued_is_stored_for_the_sweep(
+    client, alice, effects, monkeypatch, caplog
+):
+    """The view enqueues the task after the event is committed; a broker that is
+    down is logged, not a 500: Stripe would only send the event again, and the
+    sweep (test_stripe_tasks) processes the stored one."""
+    from kombu.exceptions import OperationalError
+
+    from billing import tasks
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to redis: Connection refused.")
+
+    monkeypatch.setattr(tasks.process_stripe_event, "delay", broker_down)
+    charge = pending_charge(alice)
+    event = stripe_event("payment_intent.succeeded", intent_payload(charge))
+
+    response = post_event(client, event)
+
+    assert response.status_code == 200
+    assert response.json() == {"received": event["id"], "duplicate": False}
+    assert StripeEvent.objects.get().status == StripeEvent.Status.RECEIVED
+    assert effects == []
+    assert f"Could not enqueue Stripe event {event['id']}" in caplog.text

@@ -9,7 +9,13 @@ from django.utils import timezone
 
 from billing.errors import UsageConflict, UsageNotReversible, UsageRefused, UsageRejected
 from billing.models import Customer, ProductItem, UsageEvent
-from billing.usage import UsageInput, rate, record_usage, record_usage_batch, reverse_usage
+from billing.usage.recording import (
+    UsageInput,
+    rate,
+    record_usage,
+    record_usage_batch,
+    reverse_usage,
+)
 from wallets import services
 from wallets.actors import Actor
 from wallets.ledger_check import find_problems

@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from billing.models import Price, ProductItem, UsageEvent
-from billing.usage import UsageInput, record_usage
+from billing.usage.recording import UsageInput, record_usage
 from wallets.actors import Actor
 from wallets.models import LedgerTransaction, Wallet
 

@@ -6,8 +6,8 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from billing.periods import period_containing
-from billing.usage import UsageInput, record_usage
-from billing.usage_invoices import close_period
+from billing.usage.invoicing import close_period
+from billing.usage.recording import UsageInput, record_usage
 from wallets.actors import Actor
 
 pytestmark = pytest.mark.django_db

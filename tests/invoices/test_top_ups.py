@@ -16,9 +16,9 @@ from invoices.topups import create_top_up_invoice, send_top_up_invoice, void_top
 from tests.factories import customer_with_login
 from wallets import services as wallet_services
 from wallets.actors import Actor
-from wallets.drawdown import draw_down
 from wallets.ledger_check import find_problems
 from wallets.models import CreditGrant, Wallet
+from wallets.services import draw_down
 
 D = Decimal
 STAFF = Actor.system("tests")

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from billing.models import Customer
 from billing.periods import period_containing
-from billing.usage import UsageInput, record_usage
-from billing.usage_invoices import close_due_periods, close_period, void_usage_invoice
+from billing.usage.invoicing import close_due_periods, close_period, void_usage_invoice
+from billing.usage.recording import UsageInput, record_usage
 from invoices.models import Invoice
 from invoices.pdf import render_invoice_pdf
 from invoices.services import InvoiceError, allocate_cents

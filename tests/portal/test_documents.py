@@ -8,8 +8,8 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from billing.periods import period_containing
-from billing.usage import UsageInput, record_usage
-from billing.usage_invoices import close_period
+from billing.usage.invoicing import close_period
+from billing.usage.recording import UsageInput, record_usage
 from wallets import services
 from wallets.actors import Actor
 

@@ -91,7 +91,7 @@ def test_admin_shows_money_readably(admin_client, alice):
     """Ledger amounts keep 6 decimals; staff read 100.00 and 12.345, not 100.000000."""
     from decimal import Decimal
 
-    from billing.admin_kit import amount_text
+    from billing.admin.kit import amount_text
     from tests.wallets.conftest import STAFF
     from wallets import services
 

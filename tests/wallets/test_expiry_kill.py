@@ -6,11 +6,11 @@ breakage is exactly what was left on the grants."""
 
 import pytest
 
-from bench.expiry_seed import seed_due_grants
 from jobs.models import JobRun
 from jobs.runner import lock_is_held
 from tests.celery_processes import Processes, wait_for, wait_for_log
 from tests.wallets.expiry_checks import assert_each_grant_expired_exactly_once
+from tests.wallets.expiry_seed import seed_due_grants
 from wallets import tasks
 from wallets.ledger_check import find_problems
 from wallets.models import CreditGrant, Wallet

@@ -8,9 +8,9 @@ import pytest
 import time_machine
 from django.db import connection
 
-from bench.expiry_seed import seed_due_grants
 from jobs.models import JobRun
 from tests.wallets.expiry_checks import assert_each_grant_expired_exactly_once
+from tests.wallets.expiry_seed import seed_due_grants
 from wallets import errors, services, tasks
 from wallets.ledger_check import find_problems
 from wallets.models import CreditGrant, LedgerTransaction, Wallet

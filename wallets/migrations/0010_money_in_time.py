@@ -612,7 +612,7 @@ FORWARD = RULES + DRAW_DOWN + DRAW_DOWN_ONE + WARNINGS
 REVERSE = (
     V0007.FUNCTION
     + f"DROP FUNCTION {DRAW_DOWN_ONE_SIGNATURE};\n"
-    + V0009._with_figures(V0009.V1.DRAW_DOWN_ONE)
+    + V0009.DRAW_DOWN_ONE
     + _function_only(V0006.FUNCTION, "wallets_balance_warnings")
     + DROP_RULES
 )
