@@ -23,6 +23,7 @@ from billing.api import ErrorOut, api_key_of, documented
 from billing.api import router as billing_router
 from billing.models import ApiKey
 from config.outage import install_api_handlers
+from invoices.api import router as invoices_router
 from refillcards.api import router as refill_cards_router
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ install_api_handlers(api)
 
 api.add_router("/", billing_router)
 api.add_router("/", refill_cards_router)
+api.add_router("/", invoices_router)
 
 
 def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from portal import refill, views
+from portal import refill, topup_views, views
 
 app_name = "portal"
 
@@ -20,4 +20,11 @@ urlpatterns = [
     path("documents/", views.documents, name="documents"),
     path("documents/<int:pk>/pdf/", views.document_pdf, name="document_pdf"),
     path("refill-card/", refill.refill_card, name="refill_card"),
+    path("documents/top-ups/", topup_views.top_up_invoices, name="top_up_invoices"),
+    path("documents/payments/", topup_views.payments, name="payments"),
+    path(
+        "documents/payments/<int:pk>/receipt/",
+        topup_views.payment_receipt,
+        name="payment_receipt",
+    ),
 ]

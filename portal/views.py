@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 
 from billing.models import Customer, PortalUser
-from invoices.models import Invoice, Payment
+from invoices.models import Invoice
 from invoices.pdf import render_invoice_pdf
 from wallets import services
 from wallets.models import LedgerTransaction, Notification
@@ -99,21 +99,16 @@ def alerts(request: HttpRequest) -> HttpResponse:
 
 @customer_required
 def documents(request: HttpRequest) -> HttpResponse:
-    """The customer's invoices (issued and void; drafts are staff-only), newest first."""
+    """The customer's usage invoices (issued and void; drafts are staff-only), newest first."""
     customer = request.customer  # type: ignore[attr-defined]
     rows = (
-        Invoice.objects.filter(customer=customer)
+        Invoice.objects.filter(customer=customer, kind=Invoice.Kind.USAGE)
         .exclude(status=Invoice.Status.DRAFT)
         .select_related("series")
         .order_by("-issued_at", "-id")
-    )
+    )  # top-up invoices and payments: portal.topup_views
     page = Paginator(rows, 25).get_page(request.GET.get("page"))
-    payments = Payment.objects.filter(customer=customer, status=Payment.Status.RECORDED)[:50]
-    return render(
-        request,
-        "portal/documents.html",
-        {"customer": customer, "page": page, "payments": payments},
-    )
+    return render(request, "portal/documents.html", {"customer": customer, "page": page})
 
 
 @customer_required

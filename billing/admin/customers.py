@@ -155,11 +155,14 @@ class CustomerAdmin(admin.ModelAdmin):
             ),
         )
         add = reverse("admin:wallets_creditgrant_add") + f"?customer={obj.pk}"
+        from invoices.admin import unallocated_panel  # issue 16: unallocated payments
+
         return format_html(
             "<table><tr><th>Wallet</th><th>Credit</th><th>Debt</th><th>Available funds</th><th></th></tr>{}</table>"
-            '<p><a class="button" href="{}">Add prepaid credits</a></p>',
+            '<p><a class="button" href="{}">Add prepaid credits</a></p>{}',
             rows,
             add,
+            unallocated_panel(obj),
         )
 
     @admin.display(description="Stripe")

@@ -1,1 +1,1 @@
-from tests.billing.conftest import calls, credit, price  # noqa: F401 - shared fixtures
+from tests.billing.conftest import api, api_key, calls, credit, price  # noqa: F401 - shared fixtures

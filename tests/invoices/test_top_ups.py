@@ -301,3 +301,26 @@ def test_top_up_invoice_and_receipt_pdfs(alice, tmp_path):
         ["pdftotext", str(tmp_path / "receipt.pdf"), "-"], capture_output=True, text=True
     ).stdout
     assert "Payment receipt" in receipt_text and "50.00" in receipt_text
+
+
+def test_a_refill_card_payment_pays_a_top_up_invoice_from_the_cards_credit(alice):
+    wallet = wallet_services.open_wallet(customer=alice)
+    card = wallet_services.grant_credit(
+        wallet=wallet, amount=D("50"), kind="refill_card", name="Refill card 0001", actor=STAFF,
+        idempotency_key="card-1",
+    )  # fmt: skip
+    payment = pay(alice, "50.00", method=Payment.Method.REFILL_CARD, credit_grant=card)
+    invoice = send_top_up_invoice(invoice=top_up(alice, "30.00"), actor=STAFF)
+    payment.refresh_from_db()
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.PAID  # applied at send, oldest first
+    top = invoice.allocations.get().grant
+    assert top.kind == "top_up" and top.funding_code == "refill_cards" and top.amount == D("30")
+    assert (
+        payment.credit_grant.amount == D("20")
+        and payment.credit_grant.funding_code == "refill_cards"
+    )
+    assert balance(alice) == D("50")
+    with pytest.raises(InvoiceStateError, match="refill card"):
+        remove_payment(payment=payment, actor=STAFF)
+    assert find_problems() == []

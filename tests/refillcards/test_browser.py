@@ -132,11 +132,13 @@ def test_customer_redeems_in_the_portal(live_server, page, alice, series_of, art
     page.click("nav >> text=Dashboard")
     expect(page.locator("#available-USD")).to_have_text("15.00")
     page.click("nav >> text=Documents")
-    payments = page.locator("#payments")
+    page.click("main >> text=Payments")
+    payments = page.locator("main")
     card = RefillCard.objects.get(number=1)
     expect(payments).to_contain_text("15.00 USD")
     expect(payments).to_contain_text(f"Refill card {card.serial}")
-    expect(payments).to_contain_text(str(card.payment_id))
+    expect(payments).to_contain_text(f"#{card.payment_id}")
+    expect(payments).to_contain_text("Refill card")
     page.screenshot(path=f"{artifacts_dir}/portal-documents-payment.png", full_page=True)
 
     # six wrong codes: locked out, and then the right code is refused too

@@ -447,8 +447,13 @@ def test_every_check_has_a_corruption_test():
         "grant.remaining = its amount", "usage never took debt above",
         "a grant's status agrees with its history",
     }  # fmt: skip
-    assert sorted(c.rule for c in CHECKS if not any(c.rule.startswith(t) for t in tested)) == []
-    assert len(CHECKS) == len(tested)
+    # the invoices app's checks (registered into CHECKS) have theirs in
+    # tests/invoices/test_ledger_check.py
+    from invoices.ledger_check import CHECKS as INVOICE_CHECKS
+
+    own = [c for c in CHECKS if c not in INVOICE_CHECKS]
+    assert sorted(c.rule for c in own if not any(c.rule.startswith(t) for t in tested)) == []
+    assert len(own) == len(tested)
 
 
 def test_only_a_superuser_session_can_go_around_the_immutability_trigger(ledger):
