@@ -314,3 +314,5 @@ REFILL_CARD_ADDRESS_FAILURES_PER_MINUTE = env.int(
     "REFILL_CARD_ADDRESS_FAILURES_PER_MINUTE", default=20
 )
 REFILL_CARD_LOCKOUT_MINUTES = env.int("REFILL_CARD_LOCKOUT_MINUTES", default=15)
+# The counters' key namespace in the cache (tests give each test its own).
+REFILL_CARD_CACHE_NAMESPACE = env("REFILL_CARD_CACHE_NAMESPACE", default="refill")

@@ -22,15 +22,16 @@ from refillcards.errors import RedemptionLocked
 def _keys(customer_id: int | None, client_ip: str | None) -> list[tuple[str, str, int, int]]:
     """(counter key, lock key, limit, window seconds) per thing counted."""
     found = []
+    ns = settings.REFILL_CARD_CACHE_NAMESPACE
     if customer_id is not None:
         found.append((
-            f"refill:fail:customer:{customer_id}", f"refill:lock:customer:{customer_id}",
+            f"{ns}:fail:customer:{customer_id}", f"{ns}:lock:customer:{customer_id}",
             settings.REFILL_CARD_CUSTOMER_FAILURES,
             settings.REFILL_CARD_CUSTOMER_WINDOW_MINUTES * 60,
         ))  # fmt: skip
     if client_ip:
         found.append((
-            f"refill:fail:ip:{client_ip}", f"refill:lock:ip:{client_ip}",
+            f"{ns}:fail:ip:{client_ip}", f"{ns}:lock:ip:{client_ip}",
             settings.REFILL_CARD_ADDRESS_FAILURES_PER_MINUTE, 60,
         ))  # fmt: skip
     return found

@@ -1,3 +1,4 @@
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
@@ -13,19 +14,10 @@ STAFF = Actor.system("tests")
 
 
 @pytest.fixture(autouse=True)
-def no_lockouts():
-    """Lockout counters live in Redis, which outlives a test: start clean."""
-    _clear_redis()
-    yield
-    _clear_redis()
-
-
-def _clear_redis() -> None:
-    from django.core.cache import cache
-
-    client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
-    for key in client.scan_iter(match="*refill:*"):
-        client.delete(key)
+def no_lockouts(settings):
+    """Lockout counters live in Redis, which outlives a test and is shared by the
+    xdist workers: each test counts under its own namespace."""
+    settings.REFILL_CARD_CACHE_NAMESPACE = f"refill-test-{uuid.uuid4().hex}"
 
 
 @pytest.fixture

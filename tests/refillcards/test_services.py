@@ -223,7 +223,10 @@ def test_the_lockout_ends(series_of, alice, settings):
     from django.core.cache import cache
 
     client = cache._cache.get_client(write=True)
-    ttls = [client.ttl(k) for k in client.scan_iter(match="*refill:lock:*")]
+    ttls = [
+        client.ttl(k)
+        for k in client.scan_iter(match=f"*{settings.REFILL_CARD_CACHE_NAMESPACE}:lock:*")
+    ]
     assert ttls and all(0 < t <= 60 for t in ttls)
 
 
