@@ -61,20 +61,26 @@ class Outcomes:
 
 def test_draw_downs_race_the_expiry_sweep_reversals_and_transfers_on_the_same_wallets():
     wallets = []
-    for _ in range(WALLETS):
+    began = time.monotonic()
+    for w in range(WALLETS):
         wallet = services.open_wallet(customer=CustomerFactory(transfer_policy="yes"))
         services.set_credit_limit(wallet=wallet, limit=D("5"), actor=STAFF)
+        services.grant_credit(wallet=wallet, amount=D("15"), kind="paid", name="Base",
+                              actor=STAFF, idempotency_key=f"base-{w}")  # fmt: skip
         wallets.append(wallet.pk)
     # Each wallet: credit that never expires, and credit that expires one grant after
     # the other while the clients draw from it (drawn first: earliest expiry first).
-    start = timezone.now() + timedelta(seconds=2)
+    # The first expiry comes after the rest of the set-up: 48 grants, about 2.7 times
+    # the 18 calls just timed; 8 times that, plus 2 s, so that a loaded machine moves
+    # the race later instead of failing the set-up.
+    effective = timezone.now()
+    setup_allowance = timedelta(seconds=2 + 8 * (time.monotonic() - began))
+    start = effective + setup_allowance
     for w, wallet_id in enumerate(wallets):
-        services.grant_credit(wallet=wallet_id, amount=D("15"), kind="paid", name="Base",
-                              actor=STAFF, idempotency_key=f"base-{w}")  # fmt: skip
         for n in range(8):
             services.grant_credit(
                 wallet=wallet_id, amount=D("4"), kind="free", name=f"Expiring {n}", actor=STAFF,
-                idempotency_key=f"exp-{w}-{n}",
+                idempotency_key=f"exp-{w}-{n}", effective_at=effective,
                 expires_at=start + timedelta(milliseconds=40 * (n * WALLETS + w)),
             )  # fmt: skip
     last_expiry = start + timedelta(milliseconds=40 * 8 * WALLETS)
