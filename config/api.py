@@ -26,6 +26,7 @@ from billing.api.subscriptions import router as subscriptions_router
 from billing.models import ApiKey
 from config.outage import install_api_handlers
 from invoices.api import router as invoices_router
+from refillcards.api import router as refill_cards_router
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ def invalid_input(request: HttpRequest, exc: ValidationError) -> HttpResponse:
 install_api_handlers(api)
 
 api.add_router("/", billing_router)
+api.add_router("/", refill_cards_router)
 api.add_router("/", invoices_router)
 api.add_router("/", subscriptions_router)
 api.add_router("/", limits_router)  # credit limits and transfers (issue 15)

@@ -5,6 +5,8 @@ Without DATABASE_URL/REDIS_URL the app points at the private servers that
 `config.devservers` runs under var/ (`make run` starts them).
 """
 
+import base64
+import hashlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -81,6 +83,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "portal.refill.portal_menu",
             ],
         },
     },
@@ -278,3 +281,38 @@ LOGGING = {
         "axes": {"level": "WARNING"},
     },
 }
+
+# --- Refill cards (refillcards/) -------------------------------------------------
+# Codes are stored as an HMAC (lookup) and Fernet-encrypted (export), never in plain
+# text (refillcards/codes.py). Production sets both; the defaults are derived from
+# SECRET_KEY so a laptop works. REFILL_CARD_LOOKUP_KEY cannot change once cards exist
+# (their lookup hashes would no longer match); for the encryption keys, put a new key
+# first and keep the old ones after it: the first encrypts, every one decrypts.
+REFILL_CARD_LOOKUP_KEY = env(
+    "REFILL_CARD_LOOKUP_KEY",
+    default=hashlib.sha256(b"refill-card-lookup:" + SECRET_KEY.encode()).hexdigest(),
+)
+REFILL_CARD_ENCRYPTION_KEYS = env.list(
+    "REFILL_CARD_ENCRYPTION_KEYS",
+    default=[
+        base64.urlsafe_b64encode(
+            hashlib.sha256(b"refill-card-encryption:" + SECRET_KEY.encode()).digest()
+        ).decode()
+    ],
+)
+# A series of at most this many cards is generated at once; a larger one by a Celery
+# task in batches of REFILL_CARD_BATCH (each batch one COPY, one transaction).
+REFILL_CARD_SYNC_LIMIT = env.int("REFILL_CARD_SYNC_LIMIT", default=1000)
+REFILL_CARD_BATCH = env.int("REFILL_CARD_BATCH", default=5000)
+REFILL_CARD_MAX_SERIES = env.int("REFILL_CARD_MAX_SERIES", default=1_000_000)
+# Failed redemptions (portal and API), counted in Redis: this many failures within
+# the window lock the customer, and this many per minute lock the client address,
+# for REFILL_CARD_LOCKOUT_MINUTES. The client address follows TRUSTED_PROXY_COUNT.
+REFILL_CARD_CUSTOMER_FAILURES = env.int("REFILL_CARD_CUSTOMER_FAILURES", default=5)
+REFILL_CARD_CUSTOMER_WINDOW_MINUTES = env.int("REFILL_CARD_CUSTOMER_WINDOW_MINUTES", default=15)
+REFILL_CARD_ADDRESS_FAILURES_PER_MINUTE = env.int(
+    "REFILL_CARD_ADDRESS_FAILURES_PER_MINUTE", default=20
+)
+REFILL_CARD_LOCKOUT_MINUTES = env.int("REFILL_CARD_LOCKOUT_MINUTES", default=15)
+# The counters' key namespace in the cache (tests give each test its own).
+REFILL_CARD_CACHE_NAMESPACE = env("REFILL_CARD_CACHE_NAMESPACE", default="refill")

@@ -142,6 +142,17 @@ JOBS: tuple[Job, ...] = (
         batch_size=100,
     ),
     Job(
+        name="expire_refill_cards",
+        task="refillcards.tasks.expire_cards",
+        every=timedelta(minutes=5),
+        title="Expire refill cards past their valid until",
+        description=(
+            "Marks active refill cards whose valid until has passed as expired (a "
+            "conditional UPDATE per batch; redemption also refuses them on its own)."
+        ),
+        batch_size=5000,
+    ),
+    Job(
         name="prune_job_runs",
         task="jobs.tasks.prune_job_runs",
         every=timedelta(days=1),

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from portal import balance_views, subscriptions, topup_views, views
+from portal import balance_views, refill, subscriptions, topup_views, views
 
 app_name = "portal"
 
@@ -19,6 +19,7 @@ urlpatterns = [
     path("alerts/", views.alerts, name="alerts"),
     path("documents/", views.documents, name="documents"),
     path("documents/<int:pk>/pdf/", views.document_pdf, name="document_pdf"),
+    path("refill-card/", refill.refill_card, name="refill_card"),
     path("documents/top-ups/", topup_views.top_up_invoices, name="top_up_invoices"),
     path("documents/payments/", topup_views.payments, name="payments"),
     path(
