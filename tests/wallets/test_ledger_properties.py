@@ -8,7 +8,7 @@ settling debt (one wallet, and the `settle_debts` job), debt payments, permanent
 limit changes and temporary increases, and time moving forward (time_machine), so
 grants become effective, expire and increases lapse.
 
-The model predicts each outcome from the documented rules (docs/decisions.md,
+The model predicts each outcome from the documented rules (docs/architecture.md,
 "Money in time" and the reversal rules): booked or refused, the lots, the debt,
 each grant's remaining and status. After every step it must equal the database
 (cached balances, every grant, available funds) and `find_problems()` must be
