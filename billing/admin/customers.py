@@ -6,9 +6,8 @@ from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 
-from billing.admin.kit import amount_text
 from billing.errors import BillingError
 from billing.models import (
     Customer,
@@ -166,38 +165,14 @@ class CustomerAdmin(admin.ModelAdmin):
 
     @admin.display(description="balances")
     def balances(self, obj: Customer) -> str:
-        """The Balance & Credits panel (wallets.admin.limits)."""
-        return balance_and_credits_panel(obj)
-
-    def wallet_rows(self, obj: Customer) -> str:
-        """Each wallet's balance, debt and pending (Requires Action) credit, with links."""
+        """The Balance & Credits panel (wallets.admin.limits), then the customer's
+        unallocated payments with "Record payment" and "Create top-up invoice"
+        (invoices.admin.payments)."""
         if obj.pk is None:
             return "—"
-        rows = format_html_join(
-            "",
-            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>',
-            (
-                (
-                    reverse("admin:wallets_wallet_change", args=[w.pk]),
-                    w.currency,
-                    amount_text(w.credit_balance),
-                    amount_text(w.debt),
-                    amount_text(w.available_funds()),
-                    pending_badge(w),
-                )
-                for w in obj.wallets.all()
-            ),
-        )
-        add = reverse("admin:wallets_creditgrant_add") + f"?customer={obj.pk}"
-        from invoices.admin import unallocated_panel  # issue 16: unallocated payments
+        from invoices.admin import unallocated_panel  # the admins register each other late
 
-        return format_html(
-            "<table><tr><th>Wallet</th><th>Credit</th><th>Debt</th><th>Available funds</th><th></th></tr>{}</table>"
-            '<p><a class="button" href="{}">Add prepaid credits</a></p>{}',
-            rows,
-            add,
-            unallocated_panel(obj),
-        )
+        return format_html("{}{}", balance_and_credits_panel(obj), unallocated_panel(obj))
 
     @admin.display(description="Stripe")
     def stripe_link(self, obj: Customer) -> str:

@@ -81,7 +81,7 @@ def test_top_up_invoice_end_to_end_in_the_admin(live_server, staff_page, artifac
     expect(page.locator(".messagelist")).to_contain_text("unallocated")
     payment = Payment.objects.get()
     page.goto(f"{base}/admin/billing/customer/{customer.pk}/change/")
-    expect(page.locator("fieldset").filter(has_text="Wallets")).to_contain_text(
+    expect(page.locator("fieldset").filter(has_text="Balance & Credits")).to_contain_text(
         "Unallocated payments: 100.00 USD"
     )
     page.screenshot(path=f"{artifacts_dir}/admin-customer-unallocated.png", full_page=True)
