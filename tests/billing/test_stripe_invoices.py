@@ -325,3 +325,22 @@ def test_after_the_synchronous_answer_racing_effects_and_webhooks_add_nothing(al
     assert_paid_once(invoice, charge)
     assert balance(alice) == Decimal("100.00")
     assert_ledger_clean()
+
+
+@pytest.mark.django_db
+def test_refunding_an_invoice_card_payment_is_refused_and_changes_nothing(client, alice):
+    from billing.errors import ChargeNotRefundable
+
+    stripe_services.attach_payment_method(customer=alice, payment_method_id="pm_card_visa")
+    invoice = sent_invoice(alice)
+    client.force_login(alice.portal_users.get().user)
+    client.post(PAY.format(invoice.pk))
+    charge = StripeCharge.objects.get()
+
+    with pytest.raises(ChargeNotRefundable, match="refunds of invoice card payments"):
+        stripe_services.refund_charge(charge=charge, initiated_by="staff")
+
+    charge.refresh_from_db()
+    assert (charge.status, charge.refunded_amount) == (StripeCharge.Status.SUCCEEDED, 0)
+    assert_paid_once(invoice, charge)
+    assert_ledger_clean()
