@@ -464,6 +464,8 @@ def _intent_metadata(charge: StripeCharge) -> dict[str, str]:
     }
     if charge.grant_id is not None:
         metadata["grant_id"] = str(charge.grant_id)
+    if charge.invoice_id is not None:
+        metadata["invoice_id"] = str(charge.invoice_id)
     return metadata
 
 
