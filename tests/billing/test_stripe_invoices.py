@@ -344,3 +344,36 @@ def test_refunding_an_invoice_card_payment_is_refused_and_changes_nothing(client
     assert (charge.status, charge.refunded_amount) == (StripeCharge.Status.SUCCEEDED, 0)
     assert_paid_once(invoice, charge)
     assert_ledger_clean()
+
+
+@pytest.mark.django_db
+def test_an_invoice_voided_while_its_card_payment_was_in_flight_leaves_an_unallocated_payment(
+    client, alice, eager_celery, django_capture_on_commit_callbacks
+):
+    from invoices.topups import void_top_up_invoice
+
+    invoice = sent_invoice(alice)
+    charge = pending_invoice_charge(alice, invoice)
+    void_top_up_invoice(invoice=invoice, reason="Sent by mistake", actor=T)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        post_event(
+            client,
+            stripe_event(
+                "payment_intent.succeeded", intent_payload(charge, intent_id="pi_after_void")
+            ),
+        )
+
+    charge.refresh_from_db()
+    assert charge.status == StripeCharge.Status.SUCCEEDED and charge.effects_applied_at
+    invoice.refresh_from_db()
+    assert invoice.status == Invoice.Status.VOID
+    payment = Payment.objects.get()
+    assert (payment.method, payment.reference, payment.unallocated) == (
+        Payment.Method.CARD,
+        "pi_after_void",
+        Decimal("100.00"),
+    )
+    assert not PaymentAllocation.objects.exists()
+    assert balance(alice) == Decimal("100.00")  # the money is on the balance all the same
+    assert_ledger_clean()
