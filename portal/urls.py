@@ -21,6 +21,11 @@ urlpatterns = [
     path("documents/<int:pk>/pdf/", views.document_pdf, name="document_pdf"),
     path("refill-card/", refill.refill_card, name="refill_card"),
     path("documents/top-ups/", topup_views.top_up_invoices, name="top_up_invoices"),
+    path(
+        "documents/top-ups/<int:pk>/pay/",
+        topup_views.pay_top_up_invoice,
+        name="pay_top_up_invoice",
+    ),
     path("documents/payments/", topup_views.payments, name="payments"),
     path(
         "documents/payments/<int:pk>/receipt/",

@@ -168,6 +168,7 @@ class StripeCharge(models.Model):
         GRANT = "grant", "Paid credit grant ('Now')"
         TOP_UP = "top_up", "Portal top-up"
         AUTO_TOP_UP = "auto_top_up", "Automatic top-up"
+        TOP_UP_INVOICE = "top_up_invoice", "Top-up invoice (portal)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -183,6 +184,11 @@ class StripeCharge(models.Model):
     purpose = models.CharField(max_length=20, choices=Purpose.choices)
     grant_id = models.PositiveBigIntegerField(
         null=True, blank=True, help_text="The wallets credit grant this charge pays for."
+    )
+    invoice_id = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="The top-up invoice this charge pays (an invoices.Invoice id).",
     )
     description = models.CharField(max_length=255, blank=True)
     stripe_customer_id = models.CharField(max_length=255)
@@ -229,6 +235,17 @@ class StripeCharge(models.Model):
             models.CheckConstraint(
                 condition=~Q(purpose="grant") | Q(grant_id__isnull=False),
                 name="billing_stripecharge_grant_purpose_has_grant",
+            ),
+            models.CheckConstraint(
+                condition=~Q(purpose="top_up_invoice") | Q(invoice_id__isnull=False),
+                name="billing_stripecharge_invoice_purpose_has_invoice",
+            ),
+            # One card payment of an invoice in flight at a time: a double click
+            # or two tabs cannot charge the card twice for the same invoice.
+            models.UniqueConstraint(
+                fields=["invoice_id"],
+                condition=Q(status="pending", invoice_id__isnull=False),
+                name="billing_stripecharge_one_pending_per_invoice",
             ),
             models.UniqueConstraint(
                 fields=["payment_intent_id"],

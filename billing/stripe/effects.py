@@ -43,7 +43,11 @@ def _system_actor() -> Any:
 
 
 def on_charge_succeeded(charge: StripeCharge) -> None:
-    """The money is in: activate the pending grant, booked psp_clearing → grant."""
+    """The money is in: activate the pending grant, booked psp_clearing → grant; or,
+    for a top-up invoice paid by card, record the card payment and allocate it."""
+    if charge.invoice_id is not None:
+        pay_invoice(charge)
+        return
     if charge.grant_id is None:
         return
     _services().activate_grant(
@@ -53,6 +57,42 @@ def on_charge_succeeded(charge: StripeCharge) -> None:
         idempotency_key=f"stripe:{charge.payment_intent_id}:activate",
         funding=FUNDING_ACCOUNT,
     )
+
+
+def pay_invoice(charge: StripeCharge) -> None:
+    """A card ``Payment`` (reference: the PaymentIntent) recorded and allocated to the
+    charge's top-up invoice, which books its top-up grant. Both keys come from the
+    PaymentIntent, so any number of calls (answer, webhook, sweep) record it once.
+    An invoice that is no longer open (staff recorded another payment, or voided
+    it) gets what it still takes; the rest stays on the balance as an unallocated
+    payment, visible to staff and in the customer's Documents → Payments."""
+    from invoices import services as invoice_services
+    from invoices.models import Invoice
+
+    if charge.invoice_id is None:
+        return
+    payment = invoice_services.record_payment(
+        customer=charge.customer,
+        amount=charge.amount,
+        currency=charge.currency,
+        method="card",
+        reference=charge.payment_intent_id,
+        comment=f"Stripe charge #{charge.pk} for a top-up invoice (portal)",
+        actor=_system_actor(),
+        idempotency_key=f"stripe:{charge.payment_intent_id}:payment",
+    )
+    invoice = Invoice.objects.get(pk=charge.invoice_id)
+    key = f"stripe:{charge.payment_intent_id}:allocation"
+    already = payment.allocations.filter(idempotency_key=key).exists()
+    if already or invoice.status not in ("sent", "partially_paid") or payment.unallocated <= 0:
+        return
+    amount = min(payment.unallocated, invoice.open_amount)
+    if amount <= 0:
+        return
+    invoice_services.allocate_payment(
+        payment=payment, invoice=invoice, amount=amount, actor=_system_actor(),
+        idempotency_key=key,
+    )  # fmt: skip
 
 
 def on_charge_failed(charge: StripeCharge) -> None:

@@ -309,6 +309,14 @@ def refund_charge(
     """
     require_stripe()
     charge = StripeCharge.objects.get(pk=charge.pk)
+    if charge.invoice_id is not None:
+        # Its money is a Payment allocated to the invoice; a refund here would not
+        # take that top-up credit back, so the ledger and Stripe would disagree.
+        raise ChargeNotRefundable(
+            f"Stripe charge #{charge.pk} paid top-up invoice #{charge.invoice_id}; refunds of "
+            "invoice card payments are not built yet. Remove the payment from the invoice "
+            "(Payments admin), then refund it in the Stripe dashboard."
+        )
     refundable = charge.refundable_amount
     if refundable <= 0:
         raise ChargeNotRefundable(
@@ -456,6 +464,8 @@ def _intent_metadata(charge: StripeCharge) -> dict[str, str]:
     }
     if charge.grant_id is not None:
         metadata["grant_id"] = str(charge.grant_id)
+    if charge.invoice_id is not None:
+        metadata["invoice_id"] = str(charge.invoice_id)
     return metadata
 
 
