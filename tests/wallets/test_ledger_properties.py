@@ -58,7 +58,7 @@ REGIONS = ["eu", "us"]
 LIVE = ("active", "exhausted", "pending")
 T0 = datetime(2031, 3, 3, 9, 0, tzinfo=UTC)  # fixed: runs are reproducible
 DEFAULT_DAYS = 3  # the default expiry period in these runs: defaults expire within a run
-# Outcomes a full run (200 examples or more) must reach, by prefix: if a change to
+# Outcomes a long run (`make soak`, 2,000 examples) must reach, by prefix: if a change to
 # the strategies or the rules starves one of them, the test says so. (Derandomised
 # runs are seeded from this test's code: an edit here plays other sequences, so only
 # outcomes that every run reaches many times are listed. "settle job: 1 wallets" is
@@ -676,6 +676,10 @@ def test_random_operation_sequences_keep_the_ledger_exact():
     finally:
         summary = "\n".join(f"{n:6} {label}" for label, n in sorted(OUTCOMES.items()))
         sys.stderr.write(f"\nledger property outcomes:\n{summary}\n")
-    if EXAMPLES >= 200:
+    # Asserted only in the long run (`make soak`, 2,000 examples): at make test's 200,
+    # which outcomes a run reaches depends on database ids that differ between test
+    # orders, and four fresh-clone runs each missed a different rare one. make test
+    # prints the counts above.
+    if EXAMPLES >= 2000:
         missed = [p for p in MUST_REACH if not any(label.startswith(p) for label in OUTCOMES)]
         assert not missed, f"no example reached: {missed}"
