@@ -474,7 +474,10 @@ def test_localstripe_signs_and_delivers_a_webhook_we_accept(
     ).exists():
         assert time.monotonic() < deadline, "localstripe's webhook never arrived"
         time.sleep(0.2)
-    event = StripeEvent.objects.get(type="payment_intent.succeeded")
+    # this charge's event (localstripe may also deliver events of other tests' charges)
+    event = StripeEvent.objects.get(
+        type="payment_intent.succeeded", object_id=charge.payment_intent_id
+    )
     assert "already succeeded" in event.error
     assert effects == [("succeeded", charge.pk)]
 

@@ -49,7 +49,7 @@ def test_the_panel_shows_limits_maximum_and_policy(staff_client, dora):
         "Set when the customer was created.",
     ]:  # fmt: skip
         assert expected in text, expected
-    assert "Unallocated payments" not in text  # absent until top-up invoices land, not 0
+    assert "Unallocated payments: <strong>none</strong>" in text  # the invoices panel below
 
 
 def test_change_the_permanent_limit_confirm_then_once_per_token(staff_client, dora):
