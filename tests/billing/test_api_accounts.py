@@ -25,7 +25,7 @@ def test_balance_shows_credit_restricted_debt_limit_and_available_funds(
     credit(charlie, "10")
     credit(charlie, "4", condition_item=calls)
     wallet = services.open_wallet(customer=charlie)
-    services.set_credit_limit(wallet=wallet, limit=D("20"), actor=STAFF)
+    services.change_permanent_limit(wallet=wallet, limit=D("20"), actor=STAFF, reason="test")
     services.grant_credit(wallet=wallet, amount=D("5"), kind="paid", name="Later", actor=STAFF,
                           idempotency_key="pending", pending=True)  # fmt: skip
     services.draw_down(wallet=wallet, amount=D("12"), actor=STAFF, idempotency_key="use")

@@ -115,7 +115,9 @@ def test_usage_beyond_the_credits_shows_the_amount_due(api, charlie, calls, pric
     price(calls, "1", currency="EUR")
     credit(charlie, "1")
     wallet = Wallet.objects.get(customer=charlie)
-    services.set_credit_limit(wallet=wallet, limit=D("50"), actor=Actor.system("tests"))
+    services.change_permanent_limit(
+        wallet=wallet, limit=D("50"), actor=Actor.system("tests"), reason="test"
+    )
 
     body = post(api, USAGE, event(charlie, quantity="3")).json()
 

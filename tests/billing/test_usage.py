@@ -179,7 +179,9 @@ def test_beyond_the_credits_usage_becomes_amount_due_within_the_credit_limit(
 ):
     price(calls, "2", currency="EUR")
     grant = credit(charlie, "3")
-    services.set_credit_limit(wallet=wallet_of(charlie), limit=D("10"), actor=METER)
+    services.change_permanent_limit(
+        wallet=wallet_of(charlie), limit=D("10"), actor=METER, reason="test"
+    )
 
     outcome = send(charlie, "4")
 
@@ -476,7 +478,9 @@ def test_sending_a_reversed_event_again_books_nothing(alice, calls, price, credi
 def test_reversal_cancels_the_debt_the_event_created(charlie, calls, price, credit):
     price(calls, "1", currency="EUR")
     credit(charlie, "1")
-    services.set_credit_limit(wallet=wallet_of(charlie), limit=D("10"), actor=METER)
+    services.change_permanent_limit(
+        wallet=wallet_of(charlie), limit=D("10"), actor=METER, reason="test"
+    )
     booked = send(charlie, "3")
     assert booked.response["debt"] == "2"
 

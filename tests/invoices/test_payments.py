@@ -49,7 +49,9 @@ def test_a_payment_is_on_the_balance_at_once_as_unallocated_credit(alice):
 
 def test_a_payment_settles_debt_first(charlie):
     wallet = wallet_services.open_wallet(customer=charlie)
-    wallet_services.set_credit_limit(wallet=wallet, limit=D("500"), actor=STAFF, reason="test")
+    wallet_services.change_permanent_limit(
+        wallet=wallet, limit=D("500"), actor=STAFF, reason="test"
+    )
     from wallets.services import draw_down
 
     draw_down(wallet=wallet, amount=D("30"), actor=STAFF, idempotency_key="use1")

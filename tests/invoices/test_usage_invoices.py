@@ -85,8 +85,8 @@ def test_invoice_shows_lines_credits_applied_and_nothing_due(alice, calls, sms, 
 def test_amount_due_appears_once_credits_are_exhausted(alice, calls, price, credit):
     price(calls, "0.10", effective_from=LONG_AGO)
     credit(alice, "5", effective_at=timezone.now() - timedelta(days=90))
-    services.set_credit_limit(
-        wallet=services.open_wallet(customer=alice), limit=D("100"), actor=JOB
+    services.change_permanent_limit(
+        wallet=services.open_wallet(customer=alice), limit=D("100"), actor=JOB, reason="test"
     )
     period = last_period(alice)
     use(alice, "api-calls", "80", period.starts_at + timedelta(days=1))  # 8.00: 5 credit, 3 debt
@@ -102,7 +102,7 @@ def test_amount_due_appears_once_credits_are_exhausted(alice, calls, price, cred
 def test_sub_cent_debt_is_rounded_once_and_the_ledger_agrees(alice, calls, price):
     price(calls, "0.0001", effective_from=LONG_AGO)
     wallet = services.open_wallet(customer=alice)
-    services.set_credit_limit(wallet=wallet, limit=D("10"), actor=JOB)
+    services.change_permanent_limit(wallet=wallet, limit=D("10"), actor=JOB, reason="test")
     period = last_period(alice)
     use(alice, "api-calls", "123", period.starts_at + timedelta(hours=5))  # 0.0123 of debt
     (invoice,) = close_period(customer=alice, period=period, actor=JOB)
@@ -226,7 +226,7 @@ def debt_then_top_up(customer, calls, quantity, top_up="50"):
     """Usage of `quantity` × 0.001 in the last period goes to debt (limit 100), then a
     top-up pays that debt off before the period is closed."""
     wallet = services.open_wallet(customer=customer)
-    services.set_credit_limit(wallet=wallet, limit=D("100"), actor=JOB)
+    services.change_permanent_limit(wallet=wallet, limit=D("100"), actor=JOB, reason="test")
     use(customer, "api-calls", quantity, last_period(customer).starts_at + timedelta(days=1))
     wallet.refresh_from_db()
     assert wallet.debt == D(quantity) / 1000
@@ -284,7 +284,7 @@ def test_rounding_takes_only_what_is_still_owed(alice, calls, price):
     """10.004 of debt, 5 paid by a top-up: 5.004 is still owed and is rounded to 5.00."""
     price(calls, "0.001", effective_from=LONG_AGO)
     wallet = services.open_wallet(customer=alice)
-    services.set_credit_limit(wallet=wallet, limit=D("100"), actor=JOB)
+    services.change_permanent_limit(wallet=wallet, limit=D("100"), actor=JOB, reason="test")
     use(alice, "api-calls", "10004", last_period(alice).starts_at + timedelta(days=1))
     services.grant_credit(
         wallet=wallet, amount=D("5"), kind="paid", name="Top-up", actor=JOB,

@@ -24,7 +24,9 @@ def priced(calls, price):
 def invoice_for(customer, credit, *, quantity, credit_amount):
     credit(customer, credit_amount, effective_at=timezone.now() - timedelta(days=90))
     wallet = services.open_wallet(customer=customer)
-    services.set_credit_limit(wallet=wallet, limit="100", actor=T)  # usage beyond credit is owed
+    services.change_permanent_limit(
+        wallet=wallet, limit="100", actor=T, reason="test"
+    )  # usage beyond credit is owed
     period = period_containing(timezone.now() - timedelta(days=35), customer.billing_anchor_day)
     record_usage(event=UsageInput(event_id=f"{customer.pk}-1", customer=customer, product="api-calls",
                                   quantity=quantity, timestamp=period.starts_at + timedelta(hours=1)),

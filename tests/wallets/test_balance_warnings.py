@@ -144,7 +144,7 @@ def test_credit_limit_warnings_count_the_share_of_the_limit_in_use(charlie, ledg
     charlie.credit_limit_warnings = "80%, 100%"
     charlie.save()
     wallet = services.open_wallet(customer=charlie)
-    services.set_credit_limit(wallet=wallet, limit="200", actor=STAFF, reason="new customer")
+    services.change_permanent_limit(wallet=wallet, limit="200", actor=STAFF, reason="new customer")
     draw(wallet, "150", "c1")  # 75 % in use
     assert warnings("credit_limit") == []
     draw(wallet, "20", "c2")  # 85 %
@@ -162,9 +162,11 @@ def test_lowering_the_credit_limit_can_cross_a_warning(charlie):
     charlie.credit_limit_warnings = "90%"
     charlie.save()
     wallet = services.open_wallet(customer=charlie)
-    services.set_credit_limit(wallet=wallet, limit="200", actor=STAFF)
+    services.change_permanent_limit(wallet=wallet, limit="200", actor=STAFF, reason="test")
     draw(wallet, "150", "c1")  # 75 %
-    services.set_credit_limit(wallet=wallet, limit="160", actor=STAFF)  # 93.75 %
+    services.change_permanent_limit(
+        wallet=wallet, limit="160", actor=STAFF, reason="test"
+    )  # 93.75 %
     assert warnings("credit_limit") == ["Credit limit warning: 90% of your credit limit in use"]
 
 
@@ -263,7 +265,7 @@ def test_credit_limit_back_below_a_warned_share_after_a_payment(charlie):
     charlie.credit_limit_warnings = "80%"
     charlie.save()
     wallet = services.open_wallet(customer=charlie)
-    services.set_credit_limit(wallet=wallet, limit="100", actor=STAFF)
+    services.change_permanent_limit(wallet=wallet, limit="100", actor=STAFF, reason="test")
     draw(wallet, "90", "u1")
     assert warnings("credit_limit") == ["Credit limit warning: 80% of your credit limit in use"]
     services.record_debt_payment(wallet=wallet, amount=D("50"), actor=STAFF, idempotency_key="p1")

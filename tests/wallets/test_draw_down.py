@@ -123,7 +123,7 @@ def test_conditional_grants_only_pay_for_matching_usage(wallet, grant, ledger_ok
 @pytest.mark.django_db
 def test_remainder_becomes_debt_within_the_credit_limit(wallet, grant, ledger_ok):
     grant(wallet, "2")
-    services.set_credit_limit(wallet=wallet, limit=D("5"), actor=STAFF, reason="trusted")
+    services.change_permanent_limit(wallet=wallet, limit=D("5"), actor=STAFF, reason="trusted")
     result = services.draw_down(wallet=wallet, amount=D("6"), actor=STAFF, idempotency_key="u1")
     refresh(wallet)
     assert (result.from_credits, result.to_debt) == (D("2"), D("4"))

@@ -87,7 +87,7 @@ def test_pending_grant_requires_action_then_activates_with_transaction_id(wallet
 
 @pytest.mark.django_db
 def test_new_unrestricted_credit_pays_debt_first(wallet, grant, ledger_ok):
-    services.set_credit_limit(wallet=wallet, limit=D("20"), actor=STAFF)
+    services.change_permanent_limit(wallet=wallet, limit=D("20"), actor=STAFF, reason="test")
     services.draw_down(wallet=wallet, amount=D("8"), actor=STAFF, idempotency_key="u1")
     top_up = grant(wallet, "10")
     wallet.refresh_from_db()
@@ -197,7 +197,7 @@ def test_reversed_usage_into_an_expired_grant_goes_to_breakage(wallet, grant, le
 
 @pytest.mark.django_db
 def test_reversing_debt_already_paid_leaves_a_credit_on_account(wallet, grant, ledger_ok):
-    services.set_credit_limit(wallet=wallet, limit=D("10"), actor=STAFF)
+    services.change_permanent_limit(wallet=wallet, limit=D("10"), actor=STAFF, reason="test")
     usage = services.draw_down(wallet=wallet, amount=D("6"), actor=STAFF, idempotency_key="u1")
     services.record_debt_payment(wallet=wallet, amount=D("6"), actor=STAFF, idempotency_key="p1")
     services.reverse(transaction_id=usage.transaction_id, actor=STAFF, idempotency_key="r1")
@@ -227,7 +227,7 @@ def test_issued_credit_is_reversible_only_while_unspent(wallet, grant, ledger_ok
 
 @pytest.mark.django_db
 def test_debt_payment_and_settlement(wallet, grant, ledger_ok):
-    services.set_credit_limit(wallet=wallet, limit=D("50"), actor=STAFF)
+    services.change_permanent_limit(wallet=wallet, limit=D("50"), actor=STAFF, reason="test")
     services.draw_down(wallet=wallet, amount=D("30"), actor=STAFF, idempotency_key="u1")
     with pytest.raises(errors.InvalidAmount, match="more than the debt"):
         services.record_debt_payment(
@@ -251,12 +251,12 @@ def test_debt_payment_and_settlement(wallet, grant, ledger_ok):
 
 @pytest.mark.django_db
 def test_credit_limit_changes_are_recorded_and_cannot_go_below_debt(wallet):
-    services.set_credit_limit(wallet=wallet, limit=D("100"), actor=STAFF, reason="good payer")
+    services.change_permanent_limit(wallet=wallet, limit=D("100"), actor=STAFF, reason="good payer")
     services.draw_down(wallet=wallet, amount=D("40"), actor=STAFF, idempotency_key="u1")
-    with pytest.raises(errors.InvalidAmount, match="below the current debt"):
-        services.set_credit_limit(wallet=wallet, limit=D("39"), actor=STAFF)
-    with pytest.raises(errors.InvalidAmount):
-        services.set_credit_limit(wallet=wallet, limit=D("-1"), actor=STAFF)
+    with pytest.raises(errors.LimitRefused, match="below the current debt"):
+        services.change_permanent_limit(wallet=wallet, limit=D("39"), actor=STAFF, reason="test")
+    with pytest.raises(errors.LimitRefused):
+        services.change_permanent_limit(wallet=wallet, limit=D("-1"), actor=STAFF, reason="test")
     change = wallet.limit_changes.get()
     assert (change.old_limit, change.new_limit, change.reason) == (0, D("100"), "good payer")
 

@@ -101,7 +101,9 @@ def ledger(alice, bob, keys) -> Ledger:
     reverse(use(a, "2"))
 
     # bob: a credit limit, debt, payments, rounding, credit from a transfer, settlement
-    limit_change = services.set_credit_limit(wallet=b, limit=D("20"), actor=STAFF, reason="test")
+    limit_change = services.change_permanent_limit(
+        wallet=b, limit=D("20"), actor=STAFF, reason="test"
+    )
     debt_usage = use(b, "12")
     payment = services.record_debt_payment(wallet=b, amount=D("2"), actor=STAFF,
                                            idempotency_key=keys.next())  # fmt: skip

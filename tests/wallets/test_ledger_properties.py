@@ -574,11 +574,23 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(w=st.sampled_from("ab"), limit=st.sampled_from([D(0), D(2), D(5), D(20)]))
     def set_limit(self, w, limit):
-        if limit < self.debt[w]:  # collect the debt first
-            with pytest.raises(errors.InvalidAmount):
-                services.set_credit_limit(wallet=self.wallets[w], limit=limit, actor=STAFF)
+        if limit == self.limit[w]:  # the same limit again changes nothing
+            assert (
+                services.change_permanent_limit(
+                    wallet=self.wallets[w], limit=limit, actor=STAFF, reason="test"
+                )
+                is None
+            )
             return
-        services.set_credit_limit(wallet=self.wallets[w], limit=limit, actor=STAFF)
+        if limit < self.debt[w]:  # collect the debt first
+            with pytest.raises(errors.LimitRefused):
+                services.change_permanent_limit(
+                    wallet=self.wallets[w], limit=limit, actor=STAFF, reason="test"
+                )
+            return
+        services.change_permanent_limit(
+            wallet=self.wallets[w], limit=limit, actor=STAFF, reason="test"
+        )
         self.limit[w] = limit
 
     @rule(w=st.sampled_from("ab"), increase=st.sampled_from([D(0), D(3), D(10), D(50)]),
@@ -652,7 +664,7 @@ def make_world():
         name: services.open_wallet(customer=CustomerFactory(transfer_policy="yes"))
         for name in ("a", "b")
     }
-    services.set_credit_limit(wallet=wallets["a"], limit=D("5"), actor=STAFF)
+    services.change_permanent_limit(wallet=wallets["a"], limit=D("5"), actor=STAFF, reason="test")
     item = ProductItem.objects.get_or_create(code="calls", defaults={"name": "Calls"})[0]
     return {"wallets": wallets, "item": item}
 

@@ -64,7 +64,7 @@ def test_draw_downs_race_the_expiry_sweep_reversals_and_transfers_on_the_same_wa
     began = time.monotonic()
     for w in range(WALLETS):
         wallet = services.open_wallet(customer=CustomerFactory(transfer_policy="yes"))
-        services.set_credit_limit(wallet=wallet, limit=D("5"), actor=STAFF)
+        services.change_permanent_limit(wallet=wallet, limit=D("5"), actor=STAFF, reason="test")
         services.grant_credit(wallet=wallet, amount=D("15"), kind="paid", name="Base",
                               actor=STAFF, idempotency_key=f"base-{w}")  # fmt: skip
         wallets.append(wallet.pk)

@@ -6,7 +6,7 @@ modules of this package are cut by operation:
 - `inputs`: validation and idempotency (keys, request fingerprints, `_once`);
 - `opening`, `thresholds`: a wallet and the warning thresholds copied onto it;
 - `drawdown`: usage charged in real time (SQL functions in wallets/sql/), `draw_order`;
-- `grants`, `debt`, `refunds`, `transfers`, `reversal`, `limits`, `expiry`;
+- `grants`, `debt`, `refunds`, `transfers`, `reversal`, `expiry`;
 - `credit_limits`: Balance & Credits (permanent limit, temporary increases, reversion).
 
 Rules every function here follows:
@@ -61,7 +61,6 @@ from wallets.services.grants import (
     grant_credit,
     void_grant,
 )
-from wallets.services.limits import set_credit_limit
 from wallets.services.opening import open_wallet
 from wallets.services.posting import DEFAULT_FUNDING, FUNDING_CODES, Leg, system_account
 from wallets.services.refunds import RefundSplit, refund_grant, refund_split
@@ -105,7 +104,6 @@ __all__ = [
     "refund_split",
     "reverse",
     "round_debt",
-    "set_credit_limit",
     "settle_debt",
     "settle_effective_credit",
     "settle_effective_credit_batches",

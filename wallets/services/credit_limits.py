@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing.models import Customer, CustomerClass
@@ -42,6 +42,7 @@ from wallets.actors import Actor
 from wallets.models import CreditLimitChange, CreditLimitSettings, Wallet
 from wallets.notifications import enqueue_notification
 from wallets.services.inputs import _instant, _request_hash
+from wallets.services.posting import _set_clock
 
 ZERO = Decimal("0")
 CENT = Decimal("0.01")
@@ -121,6 +122,10 @@ def limit_state(wallet: Wallet, at: datetime | None = None) -> LimitState:
 
 # --- input checks -------------------------------------------------------------------
 
+# These differ from `wallets.services.inputs` on purpose: a limit may be zero, has cents
+# (not 6 decimals), the key may be None, and every refusal is a `LimitRefused` naming
+# the form/API field (`field=`), which the staff panel and the API show next to it.
+
 
 def _decimal(value: Any, *, what: str, field: str) -> Decimal:
     if isinstance(value, float | bool):
@@ -181,6 +186,8 @@ def _wallet_id(wallet: Wallet | int) -> int:
 
 
 def _lock(wallet_id: int) -> Wallet:
+    # Not `posting._lock_wallet`: this locks the wallet row only (`of=self`) and loads
+    # its customer and class with it, which the limit rules read under the lock.
     try:
         return (
             Wallet.objects.select_for_update(of=("self",))
@@ -191,13 +198,8 @@ def _lock(wallet_id: int) -> Wallet:
         raise errors.WalletNotFound(f"wallet {wallet_id} does not exist.") from None
 
 
-def _set_clock(at: datetime) -> None:
-    """`wallets.now` for the rest of the transaction: the warning trigger measures
-    available funds at that moment (as `wallets.services._set_clock`)."""
-    with connection.cursor() as db:
-        db.execute("SELECT set_config('wallets.now', %s, true)", [at.isoformat()])
-
-
+# Not `inputs._once`/`_existing`: a limit change books no LedgerTransaction, so its
+# key is remembered (and unique) on `CreditLimitChange`, and the key may be None.
 def _earlier(key: str | None, request_hash: str) -> CreditLimitChange | None:
     if key is None:
         return None

@@ -180,7 +180,7 @@ class Command(BaseCommand):
         charlie = Customer.objects.get(name="Charlie Logistics GmbH")
         wallet = services.open_wallet(customer=charlie)
         if wallet.credit_limit == 0:
-            services.set_credit_limit(
+            services.change_permanent_limit(
                 wallet=wallet, limit=Decimal("500"), actor=actor, reason="postpaid account"
             )
         for day in (20, 12, 5):
